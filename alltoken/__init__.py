@@ -1,10 +1,15 @@
 """alltoken: a zero-dependency streaming client for the AllToken chat-completions API.
 
-This module only re-exports; see the submodules for the code.
+    import alltoken
+    for tok in alltoken.stream("Explain quantum computing", model="claude-sonnet-4"):
+        print(tok, end="", flush=True)
+
+This module only re-exports; the code lives in the submodules.
 """
 
 from __future__ import annotations
 
+from ._client import DEFAULT_BASE_URL, AllToken, Stream, TextStream, stream
 from ._errors import (
     AbortedError,
     AllTokenError,
@@ -19,25 +24,59 @@ from ._errors import (
     ProtocolError,
     RateLimitError,
 )
+from ._transport import Timeout
+from ._types import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    Choice,
+    ChunkChoice,
+    Cost,
+    Delta,
+    ErrorInfo,
+    FunctionCall,
+    FunctionCallDelta,
+    Message,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
+from ._version import __version__
 from .sse import Comment, ServerSentEvent, SSEDecoder
 
-__version__ = "0.1.0"
-
 __all__ = [
+    "DEFAULT_BASE_URL",
     "APIConnectionError",
     "APIStatusError",
     "APITimeoutError",
     "AbortedError",
+    "AllToken",
     "AllTokenError",
     "AuthenticationError",
     "BadRequestError",
+    "ChatCompletion",
+    "ChatCompletionChunk",
+    "ChunkChoice",
+    "Choice",
     "Comment",
+    "Cost",
+    "Delta",
+    "ErrorInfo",
+    "FunctionCall",
+    "FunctionCallDelta",
     "InternalServerError",
+    "Message",
     "NotFoundError",
     "PermissionDeniedError",
     "ProtocolError",
     "RateLimitError",
     "SSEDecoder",
     "ServerSentEvent",
+    "Stream",
+    "TextStream",
+    "Timeout",
+    "ToolCall",
+    "ToolCallDelta",
+    "Usage",
     "__version__",
+    "stream",
 ]
