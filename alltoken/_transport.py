@@ -394,8 +394,8 @@ class _Connection(http.client.HTTPConnection):
                 self.set_tunnel(ep.host, ep.port, headers)
         else:
             super().__init__(ep.host, ep.port, timeout=dl.timeout.connect)
-        self.response_class = self._make_response
-        self._create_connection = self._connect_socket  # type: ignore[assignment]
+        self.response_class = self._make_response  # type: ignore[assignment]
+        self._create_connection = self._connect_socket
 
     def _make_response(self, sock: socket.socket, debuglevel: int = 0,
                        method: Optional[str] = None, url: Optional[str] = None) -> _Response:
