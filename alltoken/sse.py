@@ -248,6 +248,8 @@ class SSEDecoder:
         size = len(data)
         if end + 1 == size:
             complete = data
+            # Only a CR that is the last byte fed so far may pair with a later LF.
+            self._skip_lf = data[end] == 13
         else:
             complete = data[: end + 1]
             rest = data[end + 1 :]
@@ -255,16 +257,13 @@ class SSEDecoder:
                 self._fail(f"a line is longer than max_line_bytes ({self._max_line} bytes)")
             self._tail.append(rest)
             self._tail_len = len(rest)
-        self._skip_lf = complete[-1] == 13
         if self._at_start:
             self._at_start = False
             # "One leading U+FEFF BYTE ORDER MARK character must be ignored if any are
             # present" -- only at the very start of the stream.
             if complete[:3] == _BOM:
                 complete = complete[3:]
-        if b"\r" in complete:
-            complete = complete.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        if len(complete) > self._max_line and max(map(len, complete.split(b"\n"))) > self._max_line:
+        if len(complete) > self._max_line and _longest_line(complete) > self._max_line:
             self._fail(f"a line is longer than max_line_bytes ({self._max_line} bytes)")
         try:
             return self._lines(complete.decode("utf-8", "replace"))
@@ -305,44 +304,56 @@ class SSEDecoder:
         raise ProtocolError(message)
 
     def _lines(self, text: str) -> list[ServerSentEvent | Comment]:
-        """Interpret *text*: complete lines, each ending in ``"\\n"``."""
+        """Interpret *text*: complete lines, the last one ending in a line ending."""
         out: list[ServerSentEvent | Comment] = []
+        if "\r" in text:
+            # CRLF (or CR) line endings. Normalising all of the text would cost two more
+            # passes over it; the fast path below reads CRLF text as it is, and only what
+            # it does not cover is normalised.
+            eol, sep, dsep = "\r\n", "\r\n\r\n", "\r\n\r\ndata: "
+        else:
+            eol, sep, dsep = "\n", "\n\n", "\n\ndata: "
         p = 0
         if self._data or self._event:
-            # An event begun in an earlier feed continues up to the first blank line.
-            if text[0] == "\n":
+            # An event begun in an earlier feed continues up to the first blank line. Any
+            # LF ends a line, so cutting right after a separator's LF cuts between lines.
+            if text.startswith(eol):
                 self._dispatch(out)
-                p = 1
+                p = len(eol)
             else:
-                i = text.find("\n\n")
+                i = text.find(sep)
                 if i < 0:
                     self._slow(text, out)
                     return out
-                for line in text[:i].split("\n"):
-                    self._line(line, out)
-                self._dispatch(out)
-                p = i + 2
-        j = text.rfind("\n\n", p)
+                p = i + len(sep)
+                self._slow(text[:p], out)
+        j = text.rfind(sep, p)
         if j >= p + 6 and text.startswith("data: ", p):
-            # Fast path for the common shape: text[p:j + 2] is a run of blocks of exactly
-            # one "data: " line and a blank line each. Splitting on "\n\ndata: " yields the
-            # data values themselves; the run has that shape exactly when no value holds
-            # an LF (a join and one memchr cost a fifth of str.count("\\n")). For such a
-            # block the spec's steps reduce to: data buffer = value + LF; dispatch strips
-            # the LF; the type is "message" (the previous dispatch reset the type buffer);
-            # the id is the id buffer.
-            values = text[p + 6 : j].split("\n\ndata: ")
-            if "\n" not in "".join(values):
+            # Fast path for the common shape: text[p:j + len(sep)] is a run of blocks of
+            # exactly one "data: " line and a blank line each. Splitting on the separator
+            # plus "data: " yields the data values themselves; the run has that shape
+            # exactly when no value holds a CR or LF (a join and a memchr per character
+            # cost a fifth of one str.count). For such a block the spec's steps reduce
+            # to: data buffer = value + LF; dispatch strips the LF; the type is "message"
+            # (the previous dispatch reset the type buffer); the id is the id buffer.
+            values = text[p + 6 : j].split(dsep)
+            joined = "".join(values)
+            if "\n" not in joined and "\r" not in joined:
                 lid = self._id
-                out += map(ServerSentEvent, values, repeat("message"), repeat(lid))
+                if lid:
+                    out += map(ServerSentEvent, values, repeat("message"), repeat(lid))
+                else:
+                    out += map(ServerSentEvent, values)
                 self.last_event_id = lid
-                p = j + 2
+                p = j + len(sep)
         if p < len(text):
             self._slow(text[p:] if p else text, out)
         return out
 
     def _slow(self, text: str, out: list[ServerSentEvent | Comment]) -> None:
         """Interpret *text* block by block, and line by line where needed."""
+        if "\r" in text:
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
         blocks = text.split("\n\n")
         # Every block but the last is some lines followed by a blank line; the last is
         # the remaining complete lines (empty, or ending in "\n").
@@ -467,6 +478,13 @@ def encode(
         parts.append(f"data: {line}{eol}" if line else f"data{eol}")
     parts.append(eol)
     return "".join(parts).encode()
+
+
+def _longest_line(data: bytes) -> int:
+    """The length of the longest line in *data*, whatever its line endings."""
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    return max(map(len, data.split(b"\n")))
 
 
 def _check_line(what: str, value: str) -> None:

@@ -1,0 +1,15 @@
+"""Regressions found by differential testing of ``alltoken.sse`` against a reference."""
+
+from __future__ import annotations
+
+from alltoken.sse import Comment, SSEDecoder
+
+
+def test_cr_followed_by_a_non_lf_byte_in_the_same_feed_does_not_eat_the_next_lf() -> None:
+    # b"\r" then b"\x80:" in one feed: the CR is not the last byte fed, so an LF at the
+    # start of the next feed is a line ending of its own, not the second half of CRLF.
+    stream = b"\r\x80:\n:  : \n"
+    whole = SSEDecoder().feed(stream)
+    d = SSEDecoder()
+    split = d.feed(stream[:3]) + d.feed(stream[3:6]) + d.feed(stream[6:])
+    assert whole == split == [Comment(" : ")]
