@@ -175,7 +175,10 @@ class Deadlines:
         if what == "idle":
             msg = f"no data event for {t.idle:g} s (idle timeout)"
         elif what == "total":
-            msg = f"the request did not finish within {t.total:g} s (total timeout)"
+            # Past the deadline there is no time left to retry in.
+            return APITimeoutError(
+                f"the request did not finish within {t.total:g} s (total timeout)",
+                retryable=False)
         elif what == "connect":
             msg = f"connecting took longer than {t.connect:g} s (connect timeout)"
         else:
