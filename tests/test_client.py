@@ -1,0 +1,647 @@
+"""The client against the local server over real loopback sockets.
+
+Every test talks HTTP/1.1 with chunked encoding to ``alltoken.testing.LocalServer``; no
+part of ``http.client`` is mocked. Server-side pauses are gated with ``threading.Event``
+where ordering matters; retry waits are recorded instead of slept.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+import alltoken
+from alltoken import testing as t
+from alltoken._transport import Deadlines
+
+KEY = "sk-test-5ecret-k3y-do-not-print"
+MSG = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture
+def server() -> Iterator[t.LocalServer]:
+    with t.LocalServer(pace=0) as srv:
+        yield srv
+
+
+@pytest.fixture
+def client(server: t.LocalServer) -> Iterator[alltoken.AllToken]:
+    with alltoken.AllToken(api_key=KEY, base_url=server.base_url, timeout=5.0) as c:
+        yield c
+
+
+@pytest.fixture
+def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Record retry backoff waits instead of sleeping them."""
+    recorded: list[float] = []
+
+    def wait(self: Deadlines, seconds: float) -> None:
+        self.check_abort()
+        recorded.append(seconds)
+
+    monkeypatch.setattr(Deadlines, "wait", wait)
+    return recorded
+
+
+def chat(client: alltoken.AllToken, **kw: Any) -> alltoken.Stream:
+    kw.setdefault("model", "deepseek-reasoner")
+    kw.setdefault("messages", MSG)
+    return client.chat.completions.create(stream=True, **kw)
+
+
+def drain(stream: alltoken.Stream) -> list[alltoken.ChatCompletionChunk]:
+    with stream:
+        return list(stream)
+
+
+STANDARD = [t.role(), t.reasoning("Let me "), t.reasoning("think."), t.content("Hello"),
+            t.content(", world"), t.finish("stop"), t.usage(12, 4), t.done(), t.cost()]
+
+
+class TestStreaming:
+    def test_reasoning_then_content_accumulate(self, server: t.LocalServer,
+                                               client: alltoken.AllToken) -> None:
+        server.enqueue(t.StreamReply(STANDARD))
+        stream = chat(client)
+        chunks = drain(stream)
+        assert all(isinstance(c, alltoken.ChatCompletionChunk) for c in chunks)
+        assert stream.reasoning == "Let me think."
+        assert stream.text == "Hello, world"
+        assert stream.finish_reason == "stop"
+        assert stream.usage is not None and stream.usage.completion_tokens == 4
+        assert stream.done
+        assert stream.request_id == "req-local-1"
+
+    def test_cost_trailer_after_done_is_parsed_as_decimal(self, server: t.LocalServer,
+                                                           client: alltoken.AllToken) -> None:
+        server.enqueue(t.StreamReply([t.content("x"), t.done(), t.comment("keep-alive"),
+                                      t.cost("0.0012", prompt_tokens=15, completion_tokens=42),
+                                      t.comment("ping - 2026-11-23 10:00:00")]))
+        stream = chat(client)
+        drain(stream)
+        assert stream.cost is not None
+        assert stream.cost.cost == Decimal("0.0012")
+        assert stream.cost.input_price == Decimal("0.0003")
+        assert stream.cost.prompt_tokens == 15 and stream.cost.completion_tokens == 42
+
+    def test_cost_line_without_final_newline_is_still_read(
+            self, server: t.LocalServer, client: alltoken.AllToken) -> None:
+        server.enqueue(t.StreamReply([t.content("x"), t.done(),
+                                      t.cost("0.5", final_newline=False)]))
+        stream = chat(client)
+        drain(stream)
+        assert stream.cost is not None and stream.cost.cost == Decimal("0.5")
+
+    def test_tool_calls_are_assembled_by_index(self, server: t.LocalServer,
+                                               client: alltoken.AllToken) -> None:
+        server.enqueue(t.StreamReply([
+            t.tool_call(0, id="call_a", name="get_weather", arguments='{"ci'),
+            t.tool_call(1, id="call_b", name="get_time", arguments="{}"),
+            t.tool_call(0, arguments='ty": "Paris"}'),
+            t.finish("tool_calls"), t.done()]))
+        stream = chat(client)
+        drain(stream)
+        calls = stream.tool_calls
+        assert [c.id for c in calls] == ["call_a", "call_b"]
+        assert calls[0].function.name == "get_weather"
+        assert calls[0].function.arguments == '{"city": "Paris"}'
+        assert calls[1].function.arguments == "{}"
+        assert stream.finish_reason == "tool_calls"
+
+    def test_usage_only_chunk_with_empty_choices(self, server: t.LocalServer,
+                                                 client: alltoken.AllToken) -> None:
+        server.enqueue(t.StreamReply([t.content("a"), t.usage(3, 1), t.done()]))
+        stream = chat(client)
+        chunks = drain(stream)
+        assert chunks[-1].choices == []
+        assert stream.usage is not None and stream.usage.total_tokens == 4
+
+    @pytest.mark.parametrize("eol", ["\n", "\r\n", "\r"])
+    @pytest.mark.parametrize("write_size", [None, 1, 7])
+    def test_line_endings_and_wire_splits_give_the_same_answer(
+            self, server: t.LocalServer, client: alltoken.AllToken, eol: str,
+            write_size: int | None) -> None:
+        server.enqueue(t.StreamReply(STANDARD, eol=eol, write_size=write_size))
+        stream = chat(client)
+        drain(stream)
+        assert (stream.reasoning, stream.text) == ("Let me think.", "Hello, world")
+        assert stream.cost is not None
+
+    def test_each_chunk_is_delivered_on_arrival(self, server: t.LocalServer,
+                                                client: alltoken.AllToken) -> None:
+        gate = threading.Event()
+        server.enqueue(t.StreamReply([t.content("first"), t.wait(gate), t.content("second"),
+                                      t.done()]))
+        with chat(client) as stream:
+            it = iter(stream)
+            first = next(it)  # arrives while the server is blocked on the gate
+            assert first.choices[0].delta.content == "first"
+            assert stream.text == "first"
+            gate.set()
+            assert [c.choices[0].delta.content for c in it] == ["second"]
+
+    def test_keep_alive_comments_are_ignored(self, server: t.LocalServer,
+                                             client: alltoken.AllToken) -> None:
+        server.enqueue(t.StreamReply([t.comment(), t.content("a"), t.comment(),
+                                      t.content("b"), t.done()]))
+        stream = chat(client)
+        assert len(drain(stream)) == 2
+        assert stream.text == "ab"
+
+    def test_text_stays_readable_after_an_in_stream_error(
+            self, server: t.LocalServer, client: alltoken.AllToken) -> None:
+        server.enqueue(t.StreamReply([t.content("partial "), t.content("answer"),
+                                      t.error_event(500, "upstream failed", "server_error")]))
+        stream = chat(client)
+        with pytest.raises(alltoken.InternalServerError) as info:
+            drain(stream)
+        assert stream.text == "partial answer"
+        assert info.value.request_id == "req-local-1"
+        assert len(server.requests) == 1  # chunks were handed out: never retried
+
+    def test_request_carries_headers_and_passes_params_through(
+            self, server: t.LocalServer) -> None:
+        with alltoken.AllToken(api_key=KEY, base_url=server.base_url,
+                               default_headers={"X-App": "a", "X-Both": "client"}) as c:
+            drain(chat(c, temperature=0.2, max_tokens=9, tools=[{"type": "function"}],
+                       extra_headers={"X-Both": "request"}))
+        req = server.requests[-1]
+        assert req.method == "POST" and req.path == "/v1/chat/completions"
+        assert req.headers["authorization"] == f"Bearer {KEY}"
+        assert req.headers["accept"] == "text/event-stream"
+        assert req.headers["content-type"] == "application/json"
+        assert "alltoken/" in req.headers["user-agent"]
+        assert "Python/" in req.headers["user-agent"]
+        assert req.headers["x-app"] == "a" and req.headers["x-both"] == "request"
+        assert req.json["stream"] is True
+        assert req.json["temperature"] == 0.2 and req.json["max_tokens"] == 9
+        assert req.json["tools"] == [{"type": "function"}]
+        assert req.json["messages"] == MSG
+
+    def test_non_streaming_create_returns_a_chat_completion(
+            self, server: t.LocalServer, client: alltoken.AllToken) -> None:
+        server.enqueue(t.JSONReply(content="Hi there", reasoning="hmm"))
+        answer = client.chat.completions.create(model="m", messages=MSG)
+        assert isinstance(answer, alltoken.ChatCompletion)
+        assert answer.choices[0].message.content == "Hi there"
+        assert answer.choices[0].message.reasoning_content == "hmm"
+        assert server.requests[-1].headers["accept"] == "application/json"
+
+
+class TestConvenience:
+    def test_stream_yields_content_pieces_and_carries_state(
+            self, server: t.LocalServer, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("ALLTOKEN_API_KEY", KEY)
+        monkeypatch.setenv("ALLTOKEN_BASE_URL", server.base_url)
+        server.enqueue(t.StreamReply(STANDARD))
+        s = alltoken.stream("Explain quantum computing", model="claude-sonnet-4")
+        assert list(s) == ["Hello", ", world"]
+        assert s.reasoning == "Let me think." and s.text == "Hello, world"
+        assert s.cost is not None and s.usage is not None
+        req = server.requests[-1]
+        assert req.json["messages"] == [{"role": "user", "content": "Explain quantum computing"}]
+        assert req.json["model"] == "claude-sonnet-4"
+
+    def test_environment_supplies_key_and_base_url(self, server: t.LocalServer,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("ALLTOKEN_API_KEY", KEY)
+        monkeypatch.setenv("ALLTOKEN_BASE_URL", server.base_url)
+        with alltoken.AllToken() as c:
+            drain(chat(c))
+        assert server.requests[-1].headers["authorization"] == f"Bearer {KEY}"
+
+
+class TestValidation:
+    def test_missing_key_is_a_clear_error_before_any_request(
+            self, server: t.LocalServer, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.delenv("ALLTOKEN_API_KEY", raising=False)
+        with alltoken.AllToken(base_url=server.base_url) as c:
+            with pytest.raises(ValueError, match="ALLTOKEN_API_KEY"):
+                chat(c)
+        assert server.requests == []
+
+    @pytest.mark.parametrize("bad", ["a\r\nX-Evil: 1", "a\nb", "a\rb", "a\x00b"])
+    def test_header_injection_is_rejected_before_sending(
+            self, server: t.LocalServer, client: alltoken.AllToken, bad: str) -> None:
+        with pytest.raises(ValueError):
+            chat(client, extra_headers={"X-Custom": bad})
+        with pytest.raises(ValueError):
+            alltoken.AllToken(api_key=bad, base_url=server.base_url)
+        with pytest.raises(ValueError):
+            chat(client, model=bad)
+        with pytest.raises(ValueError):
+            alltoken.AllToken(api_key=KEY, base_url=server.base_url + bad)
+        assert server.requests == []
+
+    def test_key_never_appears_in_repr(self, server: t.LocalServer,
+                                       client: alltoken.AllToken) -> None:
+        assert KEY not in repr(client)
+        server.enqueue(t.StreamReply([t.content("x"), t.done()]))
+        stream = chat(client)
+        assert KEY not in repr(stream)
+        drain(stream)
+
+    @pytest.mark.parametrize("timeout", [0, -1, "5", True])
+    def test_bad_timeouts_are_rejected(self, timeout: Any) -> None:
+        with pytest.raises((TypeError, ValueError)):
+            alltoken.AllToken(api_key=KEY, timeout=timeout)
+
+    def test_timeout_object_validates_each_field(self) -> None:
+        with pytest.raises(ValueError, match="idle"):
+            alltoken.Timeout(idle=0)
+        assert alltoken.Timeout(total=3).connect == 60.0
+
+    @pytest.mark.parametrize("url", ["ftp://x/v1", "http://", "api.alltoken.ai/v1",
+                                     "http://u:p@host/v1", "http://h/v1?x=1"])
+    def test_bad_base_urls_are_rejected(self, url: str) -> None:
+        with pytest.raises(ValueError):
+            alltoken.AllToken(api_key=KEY, base_url=url)
+
+
+class TestStatusErrors:
+    def test_429_with_retry_after_is_retried_after_that_wait(
+            self, server: t.LocalServer, client: alltoken.AllToken, waits: list[float]) -> None:
+        server.enqueue(t.ErrorReply(429, message="slow down", headers={"Retry-After": "2"}),
+                       t.StreamReply([t.content("ok"), t.done()]))
+        stream = chat(client)
+        drain(stream)
+        assert stream.text == "ok"
+        assert waits == [2.0]
+        assert len(server.requests) == 2
+
+    def test_retry_after_ms_wins_over_retry_after(
+            self, server: t.LocalServer, client: alltoken.AllToken, waits: list[float]) -> None:
+        server.enqueue(t.ErrorReply(503, headers={"Retry-After": "9", "retry-after-ms": "250"}),
+                       t.StreamReply([t.done()]))
+        drain(chat(client))
+        assert waits == [0.25]
+
+    def test_retries_are_exhausted_then_the_error_surfaces_from_create(
+            self, server: t.LocalServer, client: alltoken.AllToken, waits: list[float]) -> None:
+        for _ in range(3):
+            server.enqueue(t.ErrorReply(429, message="Rate limit exceeded",
+                                        type="rate_limit_error", headers={"Retry-After": "1"}))
+        with pytest.raises(alltoken.RateLimitError) as info:
+            chat(client)
+        err = info.value
+        assert err.status_code == 429 and err.retry_after == 1.0 and err.retryable
+        assert "Rate limit exceeded" in str(err)
+        assert err.request_id == "req-local-err"
+        assert len(server.requests) == 3 and waits == [1.0, 1.0]
+
+    def test_a_wait_longer_than_60s_is_not_slept(
+            self, server: t.LocalServer, client: alltoken.AllToken, waits: list[float]) -> None:
+        server.enqueue(t.ErrorReply(429, headers={"Retry-After": "120"}))
+        with pytest.raises(alltoken.RateLimitError) as info:
+            chat(client)
+        assert info.value.retry_after == 120.0
+        assert waits == [] and len(server.requests) == 1
+
+    def test_backoff_without_retry_after_grows(
+            self, server: t.LocalServer, client: alltoken.AllToken, waits: list[float]) -> None:
+        for _ in range(3):
+            server.enqueue(t.ErrorReply(502))
+        with pytest.raises(alltoken.InternalServerError):
+            chat(client)
+        assert len(waits) == 2 and 0 < waits[0] and waits[0] < waits[1] * 2
+
+    @pytest.mark.parametrize(("status", "cls"), [
+        (400, alltoken.BadRequestError), (403, alltoken.PermissionDeniedError),
+        (404, alltoken.NotFoundError)])
+    def test_client_errors_are_not_retried(
+            self, server: t.LocalServer, client: alltoken.AllToken, waits: list[float],
+            status: int, cls: type) -> None:
+        server.enqueue(t.ErrorReply(status, message="nope"))
+        with pytest.raises(cls) as info:
+            chat(client)
+        assert not info.value.retryable
+        assert len(server.requests) == 1
+
+    def test_html_error_page_becomes_a_bounded_excerpt(
+            self, server: t.LocalServer, client: alltoken.AllToken, waits: list[float]) -> None:
+        page = "<html><body><h1>502 Bad Gateway</h1>" + "x" * 10000 + "</body></html>"
+        for _ in range(3):
+            server.enqueue(t.ErrorReply(502, body=page))
+        with pytest.raises(alltoken.InternalServerError) as info:
+            chat(client)
+        text = str(info.value)
+        assert "502 Bad Gateway" in text and len(text) < 600
+
+    def test_empty_error_body_is_described(
+            self, server: t.LocalServer, client: alltoken.AllToken) -> None:
+        server.enqueue(t.ErrorReply(404, body=b""))
+        with pytest.raises(alltoken.NotFoundError, match="empty body"):
+            chat(client)
+
+    def test_401_with_a_callable_key_refreshes_once(self, waits: list[float]) -> None:
+        keys = iter(["expired-key", "fresh-key", "never-used"])
+        with t.LocalServer(pace=0, api_key="fresh-key") as srv:
+            with alltoken.AllToken(api_key=lambda: next(keys), base_url=srv.base_url) as c:
+                stream = chat(c)
+                drain(stream)
+            assert [r.headers["authorization"] for r in srv.requests] == [
+                "Bearer expired-key", "Bearer fresh-key"]
+        assert waits == []
+
+    def test_401_with_a_fixed_key_is_raised(self, waits: list[float]) -> None:
+        with t.LocalServer(pace=0, api_key="right") as srv:
+            with alltoken.AllToken(api_key="wrong", base_url=srv.base_url) as c:
+                with pytest.raises(alltoken.AuthenticationError):
+                    chat(c)
+            assert len(srv.requests) == 1
+
+
+class TestInStreamFailures:
+    def test_error_event_before_any_chunk_is_retried(
+            self, server: t.LocalServer, client: alltoken.AllToken, waits: list[float]) -> None:
+        server.enqueue(t.StreamReply([t.error_event(429, "Rate limit exceeded")]),
+                       t.StreamReply([t.content("ok"), t.done()]))
+        stream = chat(client)
+        drain(stream)
+        assert stream.text == "ok" and len(server.requests) == 2 and len(waits) == 1
+
+    def test_error_event_without_code_maps_by_type(
+            self, server: t.LocalServer, client: alltoken.AllToken) -> None:
+        server.enqueue(t.StreamReply([t.content("a"),
+                                      t.error_event(None, "bad", "invalid_request_error")]))
+        with pytest.raises(alltoken.BadRequestError):
+            drain(chat(client))
+
+    def test_dropped_connection_mid_stream_keeps_the_partial_text(
+            self, server: t.LocalServer, client: alltoken.AllToken) -> None:
+        server.enqueue(t.StreamReply([t.content("par"), t.content("tial"), t.drop()]))
+        stream = chat(client)
+        with pytest.raises(alltoken.APIConnectionError):
+            drain(stream)
+        assert stream.text == "partial"
+
+    def test_clean_end_before_done_is_an_error_not_a_short_answer(
+            self, server: t.LocalServer, client: alltoken.AllToken) -> None:
+        server.enqueue(t.StreamReply([t.content("trunc"), t.end()]))
+        stream = chat(client)
+        with pytest.raises(alltoken.APIConnectionError, match=r"\[DONE\]"):
+            drain(stream)
+        assert stream.text == "trunc" and not stream.done
+
+    def test_drop_before_the_first_chunk_is_retried(
+            self, server: t.LocalServer, client: alltoken.AllToken, waits: list[float]) -> None:
+        server.enqueue(t.StreamReply([t.drop()]), t.StreamReply([t.content("ok"), t.done()]))
+        stream = chat(client)
+        drain(stream)
+        assert stream.text == "ok" and len(waits) == 1
+
+    def test_malformed_chunk_json_is_a_protocol_error_with_excerpt(
+            self, server: t.LocalServer, client: alltoken.AllToken) -> None:
+        server.enqueue(t.StreamReply([t.content("ok"), t.data('{"choices": [tru')]))
+        stream = chat(client)
+        with pytest.raises(alltoken.ProtocolError, match="choices"):
+            drain(stream)
+        assert stream.text == "ok"
+
+    def test_wrong_content_type_is_a_protocol_error(
+            self, server: t.LocalServer, client: alltoken.AllToken) -> None:
+        server.enqueue(t.StreamReply([t.raw(b"<html>hello</html>")], content_type="text/html"))
+        with pytest.raises(alltoken.ProtocolError, match="text/html"):
+            chat(client)
+
+    def test_json_error_body_on_a_2xx_stream_is_that_error(
+            self, server: t.LocalServer, client: alltoken.AllToken) -> None:
+        server.enqueue(t.JSONReply({"error": {"message": "no such model", "code": 404}}))
+        with pytest.raises(alltoken.NotFoundError, match="no such model"):
+            chat(client)
+
+
+class TestTimeouts:
+    def test_read_timeout_ends_a_stalled_stream(self, server: t.LocalServer) -> None:
+        server.enqueue(t.StreamReply([t.content("a"), t.sleep(5), t.done()]))
+        with alltoken.AllToken(api_key=KEY, base_url=server.base_url, timeout=0.3,
+                               max_retries=0) as c:
+            stream = chat(c)
+            started = time.monotonic()
+            with pytest.raises(alltoken.APITimeoutError, match="read timeout"):
+                drain(stream)
+            assert time.monotonic() - started < 3
+        assert stream.text == "a"
+
+    def test_keep_alives_do_not_trip_the_read_timeout_but_idle_ends_the_stall(
+            self, server: t.LocalServer) -> None:
+        beats = []
+        for _ in range(30):
+            beats += [t.comment(), t.sleep(0.05)]
+        server.enqueue(t.StreamReply([t.content("a"), *beats, t.content("b"), t.done()]))
+        timeout = alltoken.Timeout(connect=2, read=0.3, idle=0.6)
+        with alltoken.AllToken(api_key=KEY, base_url=server.base_url, timeout=timeout,
+                               max_retries=0) as c:
+            stream = chat(c)
+            with pytest.raises(alltoken.APITimeoutError, match="idle"):
+                drain(stream)
+        assert stream.text == "a"
+
+    def test_keep_alives_longer_than_the_read_timeout_are_fine_without_idle(
+            self, server: t.LocalServer) -> None:
+        beats = []
+        for _ in range(8):
+            beats += [t.comment(), t.sleep(0.05)]
+        server.enqueue(t.StreamReply([t.content("a"), *beats, t.content("b"), t.done()]))
+        with alltoken.AllToken(api_key=KEY, base_url=server.base_url, timeout=0.2) as c:
+            stream = chat(c)
+            drain(stream)
+        assert stream.text == "ab"
+
+    def test_total_deadline_covers_the_whole_stream(self, server: t.LocalServer) -> None:
+        drip = []
+        for i in range(100):
+            drip += [t.content(str(i % 10)), t.sleep(0.05)]
+        server.enqueue(t.StreamReply([*drip, t.done()]))
+        timeout = alltoken.Timeout(read=1, total=0.5)
+        with alltoken.AllToken(api_key=KEY, base_url=server.base_url, timeout=timeout) as c:
+            stream = chat(c)
+            started = time.monotonic()
+            with pytest.raises(alltoken.APITimeoutError, match="total"):
+                drain(stream)
+            assert time.monotonic() - started < 2
+        assert 0 < len(stream.text) < 100
+
+
+class TestAbort:
+    def test_signal_set_before_the_call_sends_nothing(
+            self, server: t.LocalServer, client: alltoken.AllToken) -> None:
+        signal = threading.Event()
+        signal.set()
+        with pytest.raises(alltoken.AbortedError):
+            chat(client, signal=signal)
+        assert server.requests == []
+
+    def test_abort_mid_stream_from_another_thread(self, server: t.LocalServer,
+                                                  client: alltoken.AllToken) -> None:
+        gate = threading.Event()
+        server.enqueue(t.StreamReply([t.content("kept"), t.wait(gate, timeout=30), t.done()]))
+        signal = threading.Event()
+        stream = chat(client, signal=signal)
+        it = iter(stream)
+        next(it)
+        threading.Timer(0.05, signal.set).start()
+        started = time.monotonic()
+        with pytest.raises(alltoken.AbortedError):
+            next(it)
+        assert time.monotonic() - started < 1.0
+        assert stream.text == "kept"
+        server_sees_close(server)
+        stream.close()
+        gate.set()
+
+    def test_abort_during_retry_backoff(self, server: t.LocalServer,
+                                        client: alltoken.AllToken) -> None:
+        server.enqueue(t.ErrorReply(429, headers={"Retry-After": "30"}))
+        signal = threading.Event()
+        threading.Timer(0.1, signal.set).start()
+        started = time.monotonic()
+        with pytest.raises(alltoken.AbortedError):
+            chat(client, signal=signal)
+        assert time.monotonic() - started < 2
+
+    def test_abort_while_waiting_for_the_response(self, server: t.LocalServer,
+                                                  client: alltoken.AllToken) -> None:
+        gate = threading.Event()
+        server.enqueue(t.DelayedReply(gate, t.StreamReply([t.done()])))
+        signal = threading.Event()
+        threading.Timer(0.05, signal.set).start()
+        with pytest.raises(alltoken.AbortedError):
+            chat(client, signal=signal)
+        gate.set()
+
+    def test_abort_while_connecting(self) -> None:
+        # A listener that never accepts, its queue filled: further connects hang in SYN.
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers = []
+        try:
+            for _ in range(4):
+                s = socket.socket()
+                s.setblocking(False)
+                s.connect_ex(("127.0.0.1", port))
+                fillers.append(s)
+            signal = threading.Event()
+            threading.Timer(0.2, signal.set).start()
+            with alltoken.AllToken(api_key=KEY, base_url=f"http://127.0.0.1:{port}/v1",
+                                   timeout=10) as c:
+                started = time.monotonic()
+                with pytest.raises((alltoken.AbortedError, alltoken.APIConnectionError)) as info:
+                    chat(c, signal=signal)
+                elapsed = time.monotonic() - started
+            if isinstance(info.value, alltoken.AbortedError):
+                assert elapsed < 2
+        finally:
+            for s in fillers:
+                s.close()
+            listener.close()
+
+
+def server_sees_close(server: t.LocalServer, timeout: float = 2.0) -> None:
+    deadline = time.monotonic() + timeout
+    while server.open_connections and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.open_connections == 0
+
+
+class TestHygiene:
+    def test_connection_is_reused_after_a_clean_stream(self, server: t.LocalServer,
+                                                       client: alltoken.AllToken) -> None:
+        for _ in range(3):
+            server.enqueue(t.StreamReply([t.content("x"), t.done(), t.cost()]))
+            drain(chat(client))
+            assert len(client._pool) == 1
+        assert server.open_connections == 1
+
+    def test_breaking_out_of_the_loop_closes_the_socket(self, server: t.LocalServer,
+                                                        client: alltoken.AllToken) -> None:
+        gate = threading.Event()
+        server.enqueue(t.StreamReply([t.content("a"), t.wait(gate), t.content("b"), t.done()]))
+        with chat(client) as stream:
+            for _ in stream:
+                break
+        assert len(client._pool) == 0
+        server_sees_close(server)
+        gate.set()
+
+    def test_garbage_collected_stream_releases_its_socket(
+            self, server: t.LocalServer, client: alltoken.AllToken) -> None:
+        gate = threading.Event()
+        server.enqueue(t.StreamReply([t.content("a"), t.wait(gate), t.done()]))
+        stream = chat(client)
+        next(iter(stream))
+        del stream
+        import gc
+
+        gc.collect()
+        server_sees_close(server)
+        gate.set()
+
+    def test_no_thread_outlives_its_streams(self, server: t.LocalServer) -> None:
+        baseline = threading.active_count()
+        signal = threading.Event()
+        with alltoken.AllToken(api_key=KEY, base_url=server.base_url) as c:
+            for _ in range(3):
+                server.enqueue(t.StreamReply(STANDARD))
+                drain(chat(c, signal=signal))
+        # the server's own handler threads may still be finishing; ours never existed
+        assert threading.active_count() <= baseline + 1
+
+    def test_one_client_shared_by_32_threads(self, server: t.LocalServer,
+                                             client: alltoken.AllToken) -> None:
+        results: dict[int, str] = {}
+        errors: list[BaseException] = []
+
+        def worker(i: int) -> None:
+            try:
+                stream = chat(client, model="echo",
+                              messages=[{"role": "user", "content": f"thread {i} says hello"}])
+                drain(stream)
+                results[i] = stream.text
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(32)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(30)
+        assert errors == []
+        assert results == {i: f"thread {i} says hello" for i in range(32)}
+
+
+class TestLogging:
+    def test_debug_logs_never_contain_the_key(self, server: t.LocalServer,
+                                              client: alltoken.AllToken,
+                                              caplog: pytest.LogCaptureFixture,
+                                              waits: list[float]) -> None:
+        caplog.set_level(logging.DEBUG, logger="alltoken")
+        server.enqueue(t.ErrorReply(500), t.StreamReply(STANDARD))
+        drain(chat(client))
+        text = caplog.text
+        assert "POST" in text and "retrying" in text and "HTTP 200" in text
+        assert KEY not in text and "Bearer" not in text
+
+    def test_nothing_at_warning_for_a_clean_request(self, server: t.LocalServer,
+                                                    client: alltoken.AllToken,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+        caplog.set_level(logging.WARNING, logger="alltoken")
+        server.enqueue(t.StreamReply(STANDARD))
+        drain(chat(client))
+        assert caplog.records == []
+
+    def test_error_messages_never_contain_the_key(
+            self, server: t.LocalServer, client: alltoken.AllToken, waits: list[float]) -> None:
+        server.enqueue(t.ErrorReply(400, message=f"bad key {KEY[:4]}..."))
+        with pytest.raises(alltoken.BadRequestError) as info:
+            chat(client)
+        assert KEY not in str(info.value) and KEY not in repr(info.value)
