@@ -187,8 +187,12 @@ class AllToken:
         self._endpoint = Endpoint(scheme, host, port, prefix, proxy_for(scheme, host, port, proxy))
         self._pool = Pool()
         self._rng = random.Random()
-        self._sleep: Callable[[float], None] = time.sleep
-        self.chat = _Chat(self)
+
+    @property
+    def chat(self) -> _Chat:
+        """``client.chat.completions.create(...)``. (A property, not an attribute, so the
+        client holds no reference cycle and is freed, with its pool, when dropped.)"""
+        return _Chat(self)
 
     def __repr__(self) -> str:
         key = "callable" if callable(self._api_key) else ("set" if self._api_key else "missing")
@@ -559,29 +563,12 @@ class _ToolCallBuilder:
         self.arguments: list[str] = []
 
 
-class Stream:
-    """A streamed chat completion: an iterator of ``ChatCompletionChunk``.
+class _StreamState:
+    """The accumulated state and the read loop of a :class:`Stream`.
 
-    Use it as a context manager (or call :meth:`close`) so the connection is released
-    even when the loop ends early. Its accumulated attributes are always current,
-    including after an error or an abort:
-
-    Attributes:
-        text: The content received so far.
-        reasoning: The reasoning content received so far.
-        tool_calls: ``ToolCall`` objects assembled from deltas, in index order.
-        finish_reason: The first choice's finish reason, once sent.
-        usage: The last ``Usage`` the server sent, or None.
-        cost: The ``Cost`` from the trailer after ``[DONE]``, or None.
-        request_id: The server's ``x-request-id``, or None.
-        chunks: How many chunks have been yielded.
-        done: Whether ``data: [DONE]`` arrived.
-
-    Only the choice with index 0 is accumulated (``n > 1`` streams yield every choice).
-    Iterating raises ``APIStatusError`` for an in-stream error event,
-    ``APIConnectionError`` when the connection fails or the body ends before
-    ``[DONE]``, ``APITimeoutError`` for read/idle/total timeouts, ``ProtocolError`` for
-    malformed data and ``AbortedError`` when the signal is set.
+    Kept apart from ``Stream`` so the read-loop generator references this object and not
+    the ``Stream``: without a reference cycle a dropped ``Stream`` is freed (and its
+    socket closed) at once by reference counting, not later by the cycle collector.
     """
 
     def __init__(self, request: _Request) -> None:
@@ -597,7 +584,6 @@ class Stream:
         self._conn: Optional[_Connection] = None
         self._resp: Optional[http.client.HTTPResponse] = None
         self._conn, self._resp = self._open()
-        self._gen = self._run()
 
     @property
     def request_id(self) -> Optional[str]:
@@ -627,34 +613,6 @@ class Stream:
             raise ProtocolError(
                 f"expected a text/event-stream response, got {ctype or 'no content type'}: "
                 f"{excerpt(body)}", request_id=req.request_id)
-
-    def __repr__(self) -> str:
-        state = "done" if self.done else ("open" if self._conn is not None else "closed")
-        return f"<alltoken.Stream {state} chunks={self.chunks} request_id={self.request_id!r}>"
-
-    def __iter__(self) -> Iterator[ChatCompletionChunk]:
-        return self._gen
-
-    def __next__(self) -> ChatCompletionChunk:
-        return next(self._gen)
-
-    def __enter__(self) -> Stream:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Stop reading and release the connection (closing its socket unless the body was
-        read to its end). Idempotent."""
-        self._gen.close()
-        self._drop()
-
-    def __del__(self) -> None:
-        # Closing the socket here avoids a ResourceWarning for streams never closed.
-        conn = getattr(self, "_conn", None)
-        if conn is not None:
-            conn.close()
 
     def _drop(self) -> None:
         conn, self._conn, self._resp = self._conn, None, None
@@ -812,6 +770,110 @@ class Stream:
             self.cost = cost
 
 
+class Stream:
+    """A streamed chat completion: an iterator of ``ChatCompletionChunk``.
+
+    Use it as a context manager (or call :meth:`close`) so the connection is released
+    even when the loop ends early. Its accumulated attributes are always current,
+    including after an error or an abort:
+
+    Attributes:
+        text: The content received so far.
+        reasoning: The reasoning content received so far.
+        tool_calls: ``ToolCall`` objects assembled from deltas, in index order.
+        finish_reason: The first choice's finish reason, once sent.
+        usage: The last ``Usage`` the server sent, or None.
+        cost: The ``Cost`` from the trailer after ``[DONE]``, or None.
+        request_id: The server's ``x-request-id``, or None.
+        chunks: How many chunks have been yielded.
+        done: Whether ``data: [DONE]`` arrived.
+
+    Only the choice with index 0 is accumulated (``n > 1`` streams yield every choice).
+    Iterating raises ``APIStatusError`` for an in-stream error event,
+    ``APIConnectionError`` when the connection fails or the body ends before
+    ``[DONE]``, ``APITimeoutError`` for read/idle/total timeouts, ``ProtocolError`` for
+    malformed data and ``AbortedError`` when the signal is set.
+    """
+
+    __slots__ = ("_gen", "_state")
+
+    def __init__(self, request: _Request) -> None:
+        self._state = _StreamState(request)
+        self._gen = self._state._run()
+
+    def __repr__(self) -> str:
+        s = self._state
+        state = "done" if s.done else ("open" if s._conn is not None else "closed")
+        return f"<alltoken.Stream {state} chunks={s.chunks} request_id={s.request_id!r}>"
+
+    def __iter__(self) -> Iterator[ChatCompletionChunk]:
+        return self._gen
+
+    def __next__(self) -> ChatCompletionChunk:
+        return next(self._gen)
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop reading and release the connection (closing its socket unless the body was
+        read to its end). Idempotent."""
+        self._gen.close()
+        self._state._drop()
+
+    def __del__(self) -> None:
+        if getattr(self, "_gen", None) is not None:
+            self.close()
+
+    @property
+    def text(self) -> str:
+        """The content received so far."""
+        return self._state.text
+
+    @property
+    def reasoning(self) -> str:
+        """The reasoning content received so far."""
+        return self._state.reasoning
+
+    @property
+    def tool_calls(self) -> list[ToolCall]:
+        """Tool calls assembled from the deltas so far, in index order."""
+        return self._state.tool_calls
+
+    @property
+    def finish_reason(self) -> Optional[str]:
+        """The first choice's finish reason, once sent."""
+        return self._state.finish_reason
+
+    @property
+    def usage(self) -> Optional[Usage]:
+        """The last ``Usage`` the server sent, or None."""
+        return self._state.usage
+
+    @property
+    def cost(self) -> Optional[Cost]:
+        """The ``Cost`` from the trailer after ``[DONE]``, or None."""
+        return self._state.cost
+
+    @property
+    def request_id(self) -> Optional[str]:
+        """The server's ``x-request-id``, or None."""
+        return self._state.request_id
+
+    @property
+    def chunks(self) -> int:
+        """How many chunks have been yielded."""
+        return self._state.chunks
+
+    @property
+    def done(self) -> bool:
+        """Whether ``data: [DONE]`` arrived."""
+        return self._state.done
+
+
 def _inflater(encoding: Optional[str], request_id: Optional[str]
               ) -> Optional[Callable[[bytes], bytes]]:
     """An incremental decoder for a compressed stream, or None for identity."""
@@ -834,6 +896,19 @@ def _inflater(encoding: Optional[str], request_id: Optional[str]
     return inflate
 
 
+def _pieces(stream: Stream, owned: Optional[AllToken]) -> Generator[str, None, None]:
+    # A function, not a method: the generator must not reference the TextStream.
+    try:
+        for chunk in stream:
+            for choice in chunk.choices:
+                if not choice.index and choice.delta.content:
+                    yield choice.delta.content
+    finally:
+        stream.close()
+        if owned is not None:
+            owned.close()
+
+
 class TextStream:
     """What :func:`stream` returns: an iterator of content pieces (``str``) with the
     accumulated attributes of the underlying :class:`Stream`."""
@@ -841,16 +916,7 @@ class TextStream:
     def __init__(self, stream: Stream, owned_client: Optional[AllToken] = None) -> None:
         self.stream = stream
         self._client = owned_client
-        self._gen = self._pieces()
-
-    def _pieces(self) -> Generator[str, None, None]:
-        try:
-            for chunk in self.stream:
-                for choice in chunk.choices:
-                    if not choice.index and choice.delta.content:
-                        yield choice.delta.content
-        finally:
-            self.close()
+        self._gen = _pieces(stream, owned_client)
 
     def __iter__(self) -> Iterator[str]:
         return self._gen
@@ -866,9 +932,14 @@ class TextStream:
 
     def close(self) -> None:
         """Release the connection (and the client :func:`stream` made, if any)."""
+        self._gen.close()
         self.stream.close()
         if self._client is not None:
             self._client.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_gen", None) is not None:
+            self.close()
 
     def __repr__(self) -> str:
         return f"<alltoken.TextStream of {self.stream!r}>"

@@ -510,6 +510,12 @@ class Pool:
             for conn in conns:
                 conn.close()
 
+    def __del__(self) -> None:
+        # A client dropped without close() must not leak its idle sockets.
+        for conns in getattr(self, "_idle", {}).values():
+            for conn in conns:
+                conn.close()
+
     def reopen(self) -> None:
         with self._lock:
             self._closed = False

@@ -645,3 +645,34 @@ class TestLogging:
         with pytest.raises(alltoken.BadRequestError) as info:
             chat(client)
         assert KEY not in str(info.value) and KEY not in repr(info.value)
+
+
+def test_a_client_dropped_without_close_does_not_leak_its_pooled_socket(
+        server: t.LocalServer) -> None:
+    import gc
+
+    server.enqueue(t.StreamReply([t.content("x"), t.done()]))
+    drain(chat(alltoken.AllToken(api_key=KEY, base_url=server.base_url)))
+    gc.collect()  # a ResourceWarning here fails the test (warnings are errors)
+    server_sees_close(server)
+
+
+@pytest.mark.parametrize("kind", ["stream", "text_stream"])
+def test_dropped_streams_free_their_socket_without_the_cycle_collector(
+        server: t.LocalServer, client: alltoken.AllToken, kind: str) -> None:
+    import gc
+
+    gate = threading.Event()
+    server.enqueue(t.StreamReply([t.content("a"), t.wait(gate), t.done()]))
+    gc.disable()
+    try:
+        if kind == "stream":
+            s: Any = chat(client)
+        else:
+            s = alltoken.stream("hi", model="m", client=client)
+        next(iter(s))
+        del s  # reference counting alone must close the socket
+        server_sees_close(server)
+    finally:
+        gc.enable()
+        gate.set()

@@ -1,0 +1,80 @@
+"""Every Python example in README.rst runs, against the local server, as a test.
+
+The examples use the environment (``ALLTOKEN_API_KEY``, ``ALLTOKEN_BASE_URL``) as a
+reader's would; here it points at ``alltoken.testing.LocalServer``. Where an example
+needs a particular answer (tool calls), a scripted reply is queued first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from alltoken import testing as t
+
+README = Path(__file__).resolve().parent.parent / "README.rst"
+
+
+def python_blocks() -> list[tuple[int, str]]:
+    """(line number, code) of each ``.. code-block:: python`` in the README."""
+    lines = README.read_text(encoding="utf-8").splitlines()
+    blocks = []
+    i = 0
+    while i < len(lines):
+        if lines[i].strip() == ".. code-block:: python":
+            start = i + 1
+            i += 1
+            while i < len(lines) and not lines[i].strip():
+                i += 1
+            body = []
+            while i < len(lines) and (not lines[i].strip() or lines[i].startswith("    ")):
+                body.append(lines[i][4:])
+                i += 1
+            blocks.append((start, "\n".join(body).strip() + "\n"))
+        else:
+            i += 1
+    return blocks
+
+
+BLOCKS = python_blocks()
+
+
+def test_the_readme_has_examples() -> None:
+    assert len(BLOCKS) >= 8
+
+
+def test_readme_opens_with_the_two_commands_ci_and_newcomers_use() -> None:
+    text = README.read_text(encoding="utf-8")
+    first_literal = text.index("::\n")
+    assert "python3 -m alltoken chat --offline" in text[first_literal : first_literal + 200]
+    ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8")
+    assert "python3 tests/run.py" in text
+    assert re.search(r"tests/run\.py", ci)
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[t.LocalServer]:
+    with t.LocalServer(pace=0.005) as server:
+        monkeypatch.setenv("ALLTOKEN_API_KEY", "sk-readme")
+        monkeypatch.setenv("ALLTOKEN_BASE_URL", server.base_url)
+        yield server
+
+
+@pytest.mark.parametrize(("line", "code"), BLOCKS, ids=[f"line{n}" for n, _ in BLOCKS])
+def test_readme_example_runs(env: t.LocalServer, line: int, code: str) -> None:
+    if "tools=" in code:
+        env.enqueue(t.StreamReply([
+            t.tool_call(0, id="call_1", name="get_weather", arguments='{"city": '),
+            t.tool_call(0, arguments='"Paris"}'), t.finish("tool_calls"), t.done()]))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        exec(compile(code, f"README.rst:{line}", "exec"), {"__name__": "__readme__"})
+    if "LocalServer(" not in code:
+        assert env.requests, "the example made no request"
+    if "tools=" in code:
+        assert "call_1 get_weather {'city': 'Paris'}" in out.getvalue()
