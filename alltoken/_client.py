@@ -35,7 +35,7 @@ import time
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from http.client import HTTPException
 from typing import TYPE_CHECKING, Any, Callable, Final, Literal, Optional, Union, cast, overload
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 from . import _retry
 from ._errors import (
@@ -89,6 +89,8 @@ logger = logging.getLogger("alltoken")
 DEFAULT_BASE_URL: Final = "https://api.alltoken.ai/v1"
 #: How much of an error response's body is read (a proxy's HTML page can be large).
 MAX_ERROR_BODY: Final = 64 * 1024
+#: Same-origin 307/308 redirects followed for one request.
+MAX_REDIRECTS: Final = 5
 #: The largest non-streamed JSON answer accepted.
 MAX_JSON_BODY: Final = 64 * 1024 * 1024
 
@@ -346,6 +348,7 @@ class _Request:
         self.started = time.monotonic()
         self.stream = stream
         self.retries = 0
+        self.redirects = 0
         self.refreshed = False
         self.request_id: Optional[str] = None
         try:
@@ -421,10 +424,39 @@ class _Request:
                              self.request_id, (time.monotonic() - self.started) * 1000)
             if 200 <= resp.status < 300:
                 return conn, resp
+            if resp.status in (307, 308):
+                location = resp.getheader("location")
+                conn.close()
+                self._redirect(resp.status, location)
+                continue
             err, retry_after = self._status_error(conn, resp)
             if self.refresh(err):
                 continue
             self.backoff(err, retry_after)
+
+    def _redirect(self, status: int, location: Optional[str]) -> None:
+        """Follow a 307/308 to *location* on the same origin, or raise.
+
+        Only these two keep the method and body (RFC 9110 15.4.8-9); and only the same
+        scheme, host and port, so the API key is never sent anywhere else.
+        """
+        ep = self.endpoint
+        target = urlsplit(urljoin(self.url, location or ""))
+        port = target.port or (443 if target.scheme == "https" else 80)
+        same = (target.scheme, (target.hostname or "").lower(), port) == (
+            ep.scheme, ep.host.lower(), ep.port)
+        if not location or not same or self.redirects >= MAX_REDIRECTS:
+            why = ("too many redirects" if same and location else
+                   "only same-origin redirects are followed, so the API key is never sent "
+                   "to another host")
+            raise APIStatusError(f"HTTP {status} redirect to {excerpt(location or '')} not "
+                                 f"followed: {why}", status_code=status,
+                                 request_id=self.request_id, retryable=False)
+        check_header("redirect location", location)
+        self.redirects += 1
+        self.path = target.path + (f"?{target.query}" if target.query else "")
+        self.url = f"{ep.scheme}://{ep.host}:{ep.port}{self.path}"
+        logger.debug("following HTTP %d redirect to %s", status, self.url)
 
     def refresh(self, err: AllTokenError) -> bool:
         """After a 401, call a callable key once more; True if the request should retry."""

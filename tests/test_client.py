@@ -676,3 +676,44 @@ def test_dropped_streams_free_their_socket_without_the_cycle_collector(
     finally:
         gc.enable()
         gate.set()
+
+
+class TestRedirects:
+    @pytest.mark.parametrize("status", [307, 308])
+    def test_same_origin_307_308_are_followed_with_method_body_and_key(
+            self, server: t.LocalServer, client: alltoken.AllToken, status: int) -> None:
+        server.enqueue(t.ErrorReply(status, body=b"",
+                                    headers={"Location": "/v2/chat/completions"}),
+                       t.StreamReply([t.content("moved"), t.done()]))
+        stream = chat(client)
+        drain(stream)
+        assert stream.text == "moved"
+        first, second = server.requests
+        assert second.method == "POST" and second.path == "/v2/chat/completions"
+        assert second.json == first.json
+        assert second.headers["authorization"] == f"Bearer {KEY}"
+
+    def test_redirect_to_another_host_is_not_followed_and_the_key_stays_home(
+            self, server: t.LocalServer, client: alltoken.AllToken) -> None:
+        with t.LocalServer(pace=0) as elsewhere:
+            server.enqueue(t.ErrorReply(307, body=b"", headers={
+                "Location": elsewhere.base_url + "/chat/completions"}))
+            with pytest.raises(alltoken.APIStatusError, match="same-origin") as info:
+                chat(client)
+            assert info.value.status_code == 307 and not info.value.retryable
+            assert elsewhere.requests == []
+
+    def test_302_for_a_post_is_an_error_not_a_silent_get(
+            self, server: t.LocalServer, client: alltoken.AllToken) -> None:
+        server.enqueue(t.ErrorReply(302, body=b"", headers={"Location": "/elsewhere"}))
+        with pytest.raises(alltoken.APIStatusError) as info:
+            chat(client)
+        assert info.value.status_code == 302 and len(server.requests) == 1
+
+    def test_redirect_loops_end(self, server: t.LocalServer, client: alltoken.AllToken) -> None:
+        for _ in range(10):
+            server.enqueue(t.ErrorReply(307, body=b"",
+                                        headers={"Location": "/v1/chat/completions"}))
+        with pytest.raises(alltoken.APIStatusError, match="too many redirects"):
+            chat(client)
+        assert len(server.requests) == 6
