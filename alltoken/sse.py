@@ -236,7 +236,9 @@ class SSEDecoder:
         if end < 0:
             self._tail.append(data)
             self._tail_len += len(data)
-            if self._tail_len > self._max_line:
+            if self._tail_len > self._max_line and self._tail_len - self._bom_credit() > (
+                self._max_line
+            ):
                 self._fail(f"a line is longer than max_line_bytes ({self._max_line} bytes)")
             return []
         if self._tail:
@@ -298,6 +300,14 @@ class SSEDecoder:
                 out.append(Comment(text[1:] if text[:1] == " " else text))
         self._reset_stream()
         return out
+
+    def _bom_credit(self) -> int:
+        """Bytes of a leading BOM (or of its start) in the first, incomplete line: they
+        are not part of the line, and must not count toward its length."""
+        if not self._at_start:
+            return 0
+        head = b"".join(self._tail)[:3]
+        return len(head) if _BOM.startswith(head) else 0
 
     def _fail(self, message: str) -> None:
         self._state = DecoderState.ERROR

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from alltoken.sse import Comment, SSEDecoder
+from alltoken.sse import Comment, ServerSentEvent, SSEDecoder
 
 
 def test_cr_followed_by_a_non_lf_byte_in_the_same_feed_does_not_eat_the_next_lf() -> None:
@@ -13,3 +13,15 @@ def test_cr_followed_by_a_non_lf_byte_in_the_same_feed_does_not_eat_the_next_lf(
     d = SSEDecoder()
     split = d.feed(stream[:3]) + d.feed(stream[3:6]) + d.feed(stream[6:])
     assert whole == split == [Comment(" : ")]
+
+
+def test_leading_bom_does_not_count_toward_the_line_limit_however_it_is_split() -> None:
+    # Found by fuzz/fuzz_sse.py: the BOM was counted while the first line was incomplete.
+    stream = b"\xef\xbb\xbf: nt\ndata: x\n\n"
+    expected = [Comment("nt"), ServerSentEvent("x")]
+    assert SSEDecoder(max_line_bytes=8).feed(stream) == expected
+    d = SSEDecoder(max_line_bytes=8)
+    out = []
+    for i in range(len(stream)):
+        out += d.feed(stream[i : i + 1])
+    assert out == expected
