@@ -40,7 +40,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from itertools import repeat
-from typing import Final, Optional, Union
+from typing import Final, NoReturn, Optional, Union
 
 from ._errors import ProtocolError
 
@@ -60,6 +60,8 @@ __all__ = [
 DEFAULT_MAX_LINE_BYTES: Final = 16 * 1024 * 1024
 
 _BOM: Final = b"\xef\xbb\xbf"
+#: ``_room`` of a failed decoder: every later feed takes the slow branch, which raises.
+_FAILED: Final = -(1 << 62)
 #: A ``retry`` value longer than this is ignored: converting it to ``int`` would cost
 #: time quadratic in its length (CPython caps int-from-str at 4300 digits for that reason).
 _MAX_RETRY_DIGITS: Final = 4300
@@ -155,10 +157,10 @@ class SSEDecoder:
         "_id",
         "_max_event",
         "_max_line",
+        "_room",
         "_skip_lf",
         "_state",
         "_tail",
-        "_tail_len",
         "last_event_id",
         "retry",
     )
@@ -202,8 +204,10 @@ class SSEDecoder:
         self._data: list[str] = []  # the spec's "data buffer", one item per data line
         self._data_len = 0
         self._tail: list[bytes] = []  # the incomplete line, in pieces
-        self._tail_len = 0
-        self._skip_lf = False  # the last byte fed was a CR
+        self._room = self._max_line  # how many more bytes the incomplete line may take
+        # The last byte fed was a CR ending a line, so an LF first in the next feed is the
+        # second half of CRLF. Only meaningful while the tail is empty.
+        self._skip_lf = False
         self._at_start = True  # no line ending seen yet: a BOM may still lead
 
     def feed(self, data: bytes) -> list[ServerSentEvent | Comment]:
@@ -219,46 +223,64 @@ class SSEDecoder:
             ProtocolError: a line is longer than ``max_line_bytes``, an event's data
                 longer than ``max_event_bytes``, or the decoder failed earlier.
         """
-        if self._state is not DecoderState.OPEN:
-            raise ProtocolError("the SSE decoder already failed; create a new one")
         if type(data) is not bytes:
             data = bytes(data)
-        if self._skip_lf and data:
+        # Integer membership is a memchr; `b"\n" in data` goes through the buffer protocol
+        # and costs five to ten times more (benchmarks/bench_sse.py, 1-byte feeding).
+        if 10 not in data and 13 not in data:
+            # No line ending: the bytes only extend the incomplete line. This is the whole
+            # of a 1-byte feed, so it is kept to a few C-level operations.
+            self._tail.append(data)
+            self._room -= len(data)
+            if self._room < 0:
+                self._check_tail()
+            return []
+        return self._feed_lines(data)
+
+    def _check_tail(self) -> None:
+        """The incomplete line passed the limit (or the decoder failed): raise, unless
+        what passed it is a leading BOM, which is not part of the line."""
+        if self._state is not DecoderState.OPEN:
+            raise ProtocolError("the SSE decoder already failed; create a new one")
+        if self._max_line - self._room - self._bom_credit() > self._max_line:
+            self._fail(f"a line is longer than max_line_bytes ({self._max_line} bytes)")
+
+    def _feed_lines(self, data: bytes) -> list[ServerSentEvent | Comment]:
+        if self._state is not DecoderState.OPEN:
+            raise ProtocolError("the SSE decoder already failed; create a new one")
+        tail = self._tail
+        if self._skip_lf:
             self._skip_lf = False
             # "CRLF ... LF ... CR": a CR fed last and an LF fed first are one line ending.
-            if data[0] == 10:
+            if not tail and data[0] == 10:
                 data = data[1:]
-        if not data:
-            return []
-        nl = data.rfind(b"\n")
-        cr = data.rfind(b"\r")
-        end = nl if nl > cr else cr
-        if end < 0:
-            self._tail.append(data)
-            self._tail_len += len(data)
-            if self._tail_len > self._max_line and self._tail_len - self._bom_credit() > (
-                self._max_line
-            ):
-                self._fail(f"a line is longer than max_line_bytes ({self._max_line} bytes)")
-            return []
-        if self._tail:
-            self._tail.append(data)
-            end += self._tail_len
-            data = b"".join(self._tail)
-            self._tail = []
-            self._tail_len = 0
-        size = len(data)
-        if end + 1 == size:
-            complete = data
-            # Only a CR that is the last byte fed so far may pair with a later LF.
-            self._skip_lf = data[end] == 13
+                if 10 not in data and 13 not in data:
+                    return self.feed(data)
+        end = data.rfind(10)
+        if 13 in data:
+            cr = data.rfind(13)
+            if cr > end:
+                end = cr
+        if end + 1 == len(data):
+            rest = b""
+            if tail:
+                tail.append(data)
+                complete = b"".join(tail)
+            else:
+                complete = data
         else:
-            complete = data[: end + 1]
             rest = data[end + 1 :]
-            if size - end - 1 > self._max_line:
-                self._fail(f"a line is longer than max_line_bytes ({self._max_line} bytes)")
-            self._tail.append(rest)
-            self._tail_len = len(rest)
+            if tail:
+                tail.append(data[: end + 1])
+                complete = b"".join(tail)
+            else:
+                complete = data[: end + 1]
+        self._tail = [rest] if rest else []
+        self._room = self._max_line - len(rest)
+        if self._room < 0:
+            self._fail(f"a line is longer than max_line_bytes ({self._max_line} bytes)")
+        # Only a CR that is the last byte fed so far may pair with a later LF.
+        self._skip_lf = not rest and complete[-1] == 13
         if self._at_start:
             self._at_start = False
             # "One leading U+FEFF BYTE ORDER MARK character must be ignored if any are
@@ -268,9 +290,10 @@ class SSEDecoder:
         if len(complete) > self._max_line and _longest_line(complete) > self._max_line:
             self._fail(f"a line is longer than max_line_bytes ({self._max_line} bytes)")
         try:
-            return self._lines(complete.decode("utf-8", "replace"))
+            return self._lines(complete)
         except ProtocolError:
             self._state = DecoderState.ERROR
+            self._room = _FAILED
             raise
 
     def end(self) -> list[ServerSentEvent | Comment]:
@@ -291,8 +314,8 @@ class SSEDecoder:
         if self._state is not DecoderState.OPEN:
             raise ProtocolError("the SSE decoder already failed; create a new one")
         out: list[ServerSentEvent | Comment] = []
-        if self._tail:
-            line = b"".join(self._tail)
+        line = b"".join(self._tail)
+        if line:
             if self._at_start and line[:3] == _BOM:
                 line = line[3:]
             if line[:1] == b":":
@@ -309,59 +332,66 @@ class SSEDecoder:
         head = b"".join(self._tail)[:3]
         return len(head) if _BOM.startswith(head) else 0
 
-    def _fail(self, message: str) -> None:
+    def _fail(self, message: str) -> NoReturn:
         self._state = DecoderState.ERROR
+        self._room = _FAILED
         raise ProtocolError(message)
 
-    def _lines(self, text: str) -> list[ServerSentEvent | Comment]:
-        """Interpret *text*: complete lines, the last one ending in a line ending."""
+    def _lines(self, data: Union[bytes, bytearray]) -> list[ServerSentEvent | Comment]:
+        """Interpret *data*: complete lines, the last one ending in a line ending."""
         out: list[ServerSentEvent | Comment] = []
-        if "\r" in text:
-            # CRLF (or CR) line endings. Normalising all of the text would cost two more
-            # passes over it; the fast path below reads CRLF text as it is, and only what
+        if 13 in data:
+            # CRLF (or CR) line endings. The fast path below reads CRLF as it is; only what
             # it does not cover is normalised.
-            eol, sep, dsep = "\r\n", "\r\n\r\n", "\r\n\r\ndata: "
+            eol, sep, dsep = b"\r\n", b"\r\n\r\n", b"\r\n\r\ndata: "
         else:
-            eol, sep, dsep = "\n", "\n\n", "\n\ndata: "
+            eol, sep, dsep = b"\n", b"\n\n", b"\n\ndata: "
         p = 0
         if self._data or self._event:
             # An event begun in an earlier feed continues up to the first blank line. Any
             # LF ends a line, so cutting right after a separator's LF cuts between lines.
-            if text.startswith(eol):
+            if data[: len(eol)] == eol:
                 self._dispatch(out)
                 p = len(eol)
             else:
-                i = text.find(sep)
+                i = data.find(sep)
                 if i < 0:
-                    self._slow(text, out)
+                    self._slow(data, out)
                     return out
                 p = i + len(sep)
-                self._slow(text[:p], out)
-        j = text.rfind(sep, p)
-        if j >= p + 6 and text.startswith("data: ", p):
-            # Fast path for the common shape: text[p:j + len(sep)] is a run of blocks of
-            # exactly one "data: " line and a blank line each. Splitting on the separator
-            # plus "data: " yields the data values themselves; the run has that shape
-            # exactly when no value holds a CR or LF (a join and a memchr per character
-            # cost a fifth of one str.count). For such a block the spec's steps reduce
-            # to: data buffer = value + LF; dispatch strips the LF; the type is "message"
-            # (the previous dispatch reset the type buffer); the id is the id buffer.
-            values = text[p + 6 : j].split(dsep)
-            joined = "".join(values)
-            if "\n" not in joined and "\r" not in joined:
+                self._slow(data[:p], out)
+        j = data.rfind(sep, p)
+        if j >= p + 6 and data[p : p + 6] == b"data: ":
+            # Fast path for the common shape: data[p:j + len(sep)] is a run of blocks of
+            # exactly one "data: " line and a blank line each. Splitting the *bytes* on
+            # the separator plus "data: " yields the values; the run has that shape
+            # exactly when no value holds a CR or LF (a join and two memchr cost a fifth
+            # of one count). Values are decoded one by one: decoding the run at once would
+            # widen all of it to 4 bytes a character for one emoji (benchmarks/). For such
+            # a block the spec's steps reduce to: data buffer = value + LF; dispatch
+            # strips the LF; the type is "message" (the previous dispatch reset the type
+            # buffer); the id is the id buffer.
+            values = data[p + 6 : j].split(dsep)
+            joined = b"".join(values)
+            if 10 not in joined and 13 not in joined:
+                try:
+                    texts = [v.decode() for v in values]
+                except UnicodeDecodeError:
+                    texts = [v.decode("utf-8", "replace") for v in values]
                 lid = self._id
                 if lid:
-                    out += map(ServerSentEvent, values, repeat("message"), repeat(lid))
+                    out += map(ServerSentEvent, texts, repeat("message"), repeat(lid))
                 else:
-                    out += map(ServerSentEvent, values)
+                    out += map(ServerSentEvent, texts)
                 self.last_event_id = lid
                 p = j + len(sep)
-        if p < len(text):
-            self._slow(text[p:] if p else text, out)
+        if p < len(data):
+            self._slow(data[p:] if p else data, out)
         return out
 
-    def _slow(self, text: str, out: list[ServerSentEvent | Comment]) -> None:
-        """Interpret *text* block by block, and line by line where needed."""
+    def _slow(self, raw: Union[bytes, bytearray], out: list[ServerSentEvent | Comment]) -> None:
+        """Interpret *raw* (complete lines) block by block, and line by line where needed."""
+        text = raw.decode("utf-8", "replace")
         if "\r" in text:
             text = text.replace("\r\n", "\n").replace("\r", "\n")
         blocks = text.split("\n\n")
@@ -373,26 +403,39 @@ class SSEDecoder:
                 out.append(ServerSentEvent(b[6:], "message", self._id))
                 self.last_event_id = self._id
             else:
-                for line in b.split("\n"):
-                    self._line(line, out)
+                self._run(b.split("\n"), out)
                 self._dispatch(out)
         if rest:
             lines = rest.split("\n")
             lines.pop()  # "" after the final "\n"
-            for line in lines:
+            self._run(lines, out)
+
+    def _run(self, lines: list[str], out: list[ServerSentEvent | Comment]) -> None:
+        """Interpret *lines*; ``data: `` lines, the bulk of a large event, inline."""
+        data = self._data  # _dispatch clears it in place, so this reference stays valid
+        for line in lines:
+            if line[:6] == "data: ":
+                n = self._data_len + len(line) - 5
+                if n > self._max_event:
+                    self._fail(
+                        f"an event's data is longer than max_event_bytes ({self._max_event})")
+                self._data_len = n
+                data.append(line[6:])
+            else:
                 self._line(line, out)
 
     def _dispatch(self, out: list[ServerSentEvent | Comment]) -> None:
         # "Set the last event ID string of the event source to the value of the last
         # event ID buffer."
         self.last_event_id = self._id
-        if self._data:
+        data = self._data
+        if data:
             # "If the data buffer's last character is a U+000A LINE FEED (LF) character,
             # then remove the last character from the data buffer." (joining does both)
             # "Initialize event's type attribute to "message"... If the event type buffer
             # has a value other than the empty string, change the type ... to that."
-            out.append(ServerSentEvent("\n".join(self._data), self._event or "message", self._id))
-            self._data = []
+            out.append(ServerSentEvent("\n".join(data), self._event or "message", self._id))
+            data.clear()
             self._data_len = 0
         # "Set the data buffer and the event type buffer to the empty string."
         self._event = ""
@@ -421,10 +464,7 @@ class SSEDecoder:
             # LINE FEED (LF) character to the data buffer."
             self._data_len += len(value) + 1
             if self._data_len > self._max_event:
-                self._state = DecoderState.ERROR
-                raise ProtocolError(
-                    f"an event's data is longer than max_event_bytes ({self._max_event})"
-                )
+                self._fail(f"an event's data is longer than max_event_bytes ({self._max_event})")
             self._data.append(value)
         elif field == "event":
             # "Set the event type buffer to the field value."
@@ -490,9 +530,9 @@ def encode(
     return "".join(parts).encode()
 
 
-def _longest_line(data: bytes) -> int:
+def _longest_line(data: Union[bytes, bytearray]) -> int:
     """The length of the longest line in *data*, whatever its line endings."""
-    if b"\r" in data:
+    if 13 in data:
         data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     return max(map(len, data.split(b"\n")))
 
