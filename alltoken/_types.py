@@ -137,7 +137,7 @@ class FunctionCallDelta(_Raw):
 
     name: Optional[str] = None
     arguments: Optional[str] = None
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     _KNOWN = frozenset({"name", "arguments"})
 
     @classmethod
@@ -154,7 +154,7 @@ class ToolCallDelta(_Raw):
     id: Optional[str] = None
     type: Optional[str] = None
     function: Optional[FunctionCallDelta] = None
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     _KNOWN = frozenset({"index", "id", "type", "function"})
 
     @classmethod
@@ -175,7 +175,7 @@ class Delta(_Raw):
     content: Optional[str] = None
     reasoning_content: Optional[str] = None
     tool_calls: Optional[list[ToolCallDelta]] = None
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     _KNOWN = frozenset({"role", "content", "reasoning_content", "reasoning", "tool_calls"})
 
     @classmethod
@@ -211,7 +211,7 @@ class ChunkChoice(_Raw):
     delta: Delta = field(default_factory=Delta)
     finish_reason: Optional[str] = None
     logprobs: Any = None
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     _KNOWN = frozenset({"index", "delta", "finish_reason", "logprobs"})
 
     @classmethod
@@ -237,7 +237,7 @@ class Usage(_Raw):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     _KNOWN = frozenset({"prompt_tokens", "completion_tokens", "total_tokens"})
 
     @classmethod
@@ -259,7 +259,7 @@ class ChatCompletionChunk(_Raw):
     choices: list[ChunkChoice] = field(default_factory=list)
     usage: Optional[Usage] = None
     system_fingerprint: Optional[str] = None
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     _KNOWN = frozenset({"id", "object", "created", "model", "choices", "usage",
                         "system_fingerprint"})
 
@@ -296,7 +296,7 @@ class Message(_Raw):
     content: Optional[str] = None
     reasoning_content: Optional[str] = None
     tool_calls: Optional[list[ToolCall]] = None
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     _KNOWN = frozenset({"role", "content", "reasoning_content", "reasoning", "tool_calls"})
 
     @classmethod
@@ -318,7 +318,7 @@ class Choice(_Raw):
     index: int = 0
     message: Message = field(default_factory=Message)
     finish_reason: Optional[str] = None
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     _KNOWN = frozenset({"index", "message", "finish_reason"})
 
     @classmethod
@@ -340,7 +340,7 @@ class ChatCompletion(_Raw):
     model: str = ""
     choices: list[Choice] = field(default_factory=list)
     usage: Optional[Usage] = None
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     _KNOWN = frozenset({"id", "object", "created", "model", "choices", "usage"})
 
     @classmethod
@@ -364,7 +364,7 @@ class Cost(_Raw):
     output_price: Optional[Decimal] = None
     prompt_tokens: Optional[int] = None
     completion_tokens: Optional[int] = None
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     _KNOWN = frozenset({"cost", "input_price", "output_price", "prompt_tokens",
                         "completion_tokens"})
 
@@ -426,7 +426,7 @@ class ErrorInfo(_Raw):
     type: Optional[str] = None
     code: object = None
     param: object = None
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     _KNOWN = frozenset({"message", "type", "code", "param"})
 
     @classmethod
