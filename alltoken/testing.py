@@ -349,11 +349,14 @@ class LocalServer:
         api_key: When set, requests must carry ``Authorization: Bearer <api_key>``.
         pace: Seconds between the default model's tokens (0 for tests).
         model: The default model's name in answers when the request names none.
+        ssl_context: A server-side ``ssl.SSLContext`` to serve HTTPS (for testing TLS
+            settings); ``base_url`` then starts with ``https://``.
     """
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0,
                  api_key: Optional[str] = None, pace: float = 0.02,
-                 model: str = "alltoken-local") -> None:
+                 model: str = "alltoken-local", ssl_context: Any = None) -> None:
+        self.ssl_context = ssl_context
         self.host = host
         self.port = port
         self.api_key = api_key
@@ -373,7 +376,8 @@ class LocalServer:
         """``http://host:port/v1``."""
         if self._httpd is None:
             raise RuntimeError("the server is not started")
-        return f"http://{self.host}:{self.port}/v1"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}/v1"
 
     @property
     def open_connections(self) -> int:
@@ -387,6 +391,8 @@ class LocalServer:
             return self
         httpd = _HTTPServer((self.host, self.port), _Handler)
         httpd.owner = self
+        if self.ssl_context is not None:
+            httpd.socket = self.ssl_context.wrap_socket(httpd.socket, server_side=True)
         self._httpd = httpd
         self.port = httpd.server_address[1]
         self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
