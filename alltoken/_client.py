@@ -27,9 +27,7 @@ yielded and before any error is raised, so it always holds what was received.
 from __future__ import annotations
 
 import json
-import logging
 import os
-import random
 import sys
 import time
 from collections.abc import Generator, Iterator, Mapping, Sequence
@@ -37,7 +35,7 @@ from http.client import HTTPException
 from typing import TYPE_CHECKING, Any, Callable, Final, Literal, Optional, Union, cast, overload
 from urllib.parse import urljoin, urlsplit
 
-from . import _retry
+from . import _log, _retry
 from ._errors import (
     AbortedError,
     AllTokenError,
@@ -83,8 +81,6 @@ if TYPE_CHECKING:
     from ._transport import _Connection
 
 __all__ = ["DEFAULT_BASE_URL", "AllToken", "Stream", "TextStream", "stream"]
-
-logger = logging.getLogger("alltoken")
 
 DEFAULT_BASE_URL: Final = "https://api.alltoken.ai/v1"
 #: How much of an error response's body is read (a proxy's HTML page can be large).
@@ -188,7 +184,7 @@ class AllToken:
         self._ssl_context = ssl_context
         self._endpoint = Endpoint(scheme, host, port, prefix, proxy_for(scheme, host, port, proxy))
         self._pool = Pool()
-        self._rng = random.Random()
+        self._rng: Optional[Callable[[], float]] = None
 
     @property
     def chat(self) -> _Chat:
@@ -210,6 +206,14 @@ class AllToken:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _random(self) -> Callable[[], float]:
+        """The jitter source, made on first use (``random`` is not needed to start)."""
+        if self._rng is None:
+            import random
+
+            self._rng = random.Random().random
+        return self._rng
 
     def _key(self) -> str:
         key = self._api_key
@@ -396,7 +400,7 @@ class _Request:
             except APIConnectionError as exc:
                 conn.close()
                 if reused and not isinstance(exc, APITimeoutError):
-                    logger.debug("idle connection was closed by the server; reconnecting")
+                    _log.debug("idle connection was closed by the server; reconnecting")
                     continue
                 raise
             except BaseException:
@@ -410,9 +414,9 @@ class _Request:
         dl = self.deadlines
         while True:
             dl.check_abort()
-            debug = logger.isEnabledFor(logging.DEBUG)
+            debug = _log.debug_enabled()
             if debug:
-                logger.debug("POST %s (attempt %d)", self.url, self.retries + 1)
+                _log.debug("POST %s (attempt %d)", self.url, self.retries + 1)
             try:
                 conn, resp = self._exchange()
             except APIConnectionError as exc:
@@ -420,7 +424,7 @@ class _Request:
                 continue
             self.request_id = resp.getheader("x-request-id")
             if debug:
-                logger.debug("HTTP %d, request_id=%s, first byte after %.1f ms", resp.status,
+                _log.debug("HTTP %d, request_id=%s, first byte after %.1f ms", resp.status,
                              self.request_id, (time.monotonic() - self.started) * 1000)
             if 200 <= resp.status < 300:
                 return conn, resp
@@ -456,14 +460,14 @@ class _Request:
         self.redirects += 1
         self.path = target.path + (f"?{target.query}" if target.query else "")
         self.url = f"{ep.scheme}://{ep.host}:{ep.port}{self.path}"
-        logger.debug("following HTTP %d redirect to %s", status, self.url)
+        _log.debug("following HTTP %d redirect to %s", status, self.url)
 
     def refresh(self, err: AllTokenError) -> bool:
         """After a 401, call a callable key once more; True if the request should retry."""
         if (isinstance(err, APIStatusError) and err.status_code == 401
                 and callable(self.client._api_key) and not self.refreshed):
             self.refreshed = True
-            logger.warning("401 from the server: refreshing the API key and retrying once")
+            _log.warning("401 from the server: refreshing the API key and retrying once")
             self.key = self.client._key()
             return True
         return False
@@ -472,14 +476,14 @@ class _Request:
         """Wait before the next attempt, or raise *err* if it may not be retried."""
         if not err.retryable or self.retries >= self.client.max_retries:
             raise err
-        delay = _retry.retry_delay(self.retries + 1, retry_after, rng=self.client._rng.random)
+        delay = _retry.retry_delay(self.retries + 1, retry_after, rng=self.client._random())
         if delay is None:
             raise err  # the server asked for a longer wait than we sleep
         remaining = self.deadlines.remaining_total()
         if remaining is not None and delay >= remaining:
             raise err
         self.retries += 1
-        logger.warning("retrying in %.2f s (retry %d of %d) after: %s", delay, self.retries,
+        _log.warning("retrying in %.2f s (retry %d of %d) after: %s", delay, self.retries,
                        self.client.max_retries, err)
         self.deadlines.wait(delay)
 
@@ -702,7 +706,7 @@ class _StreamState:
                     clean = True
                     if req.deadlines.signal is not None:
                         req.deadlines.check_abort()
-                    logger.debug("stream complete: %d chunks in %.1f ms", self.chunks,
+                    _log.debug("stream complete: %d chunks in %.1f ms", self.chunks,
                                  (time.monotonic() - req.started) * 1000)
                     return
                 except AllTokenError as err:
@@ -760,7 +764,7 @@ class _StreamState:
                         dl.idle_deadline = None
                         continue
                     if item.event != "message" and item.event != "error":
-                        logger.debug("ignoring an event of type %r", item.event)
+                        _log.debug("ignoring an event of type %r", item.event)
                         continue
                     if idle is not None:
                         dl.idle_deadline = monotonic() + idle
