@@ -230,10 +230,11 @@ class SSEDecoder:
         if 10 not in data and 13 not in data:
             # No line ending: the bytes only extend the incomplete line. This is the whole
             # of a 1-byte feed, so it is kept to a few C-level operations.
-            self._tail.append(data)
-            self._room -= len(data)
-            if self._room < 0:
-                self._check_tail()
+            if data:  # an empty feed must leave no trace (CR then LF across it is CRLF)
+                self._tail.append(data)
+                self._room -= len(data)
+                if self._room < 0:
+                    self._check_tail()
             return []
         return self._feed_lines(data)
 

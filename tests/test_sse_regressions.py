@@ -25,3 +25,13 @@ def test_leading_bom_does_not_count_toward_the_line_limit_however_it_is_split() 
     for i in range(len(stream)):
         out += d.feed(stream[i : i + 1])
     assert out == expected
+
+
+def test_an_empty_feed_between_cr_and_lf_keeps_them_one_line_ending() -> None:
+    # Found by the round-trip property: b"" between b"\r" and b"\n" used to count as
+    # pending line content, so the LF became a second (blank) line.
+    d = SSEDecoder()
+    out = d.feed(b"data: a\r") + d.feed(b"") + d.feed(b"\ndata: b\r\n\r\n")
+    assert out == [ServerSentEvent("a\nb")]
+    d.feed(b"")
+    assert d._tail == []  # nor do empty feeds accumulate
