@@ -182,3 +182,46 @@ class TestServe:
                 proc.kill()
                 proc.communicate()
         assert proc.returncode == 0
+
+
+class TestTerminal:
+    def test_spinner_while_waiting_and_dim_reasoning_on_a_terminal(
+            self, server: t.LocalServer) -> None:
+        import pty
+
+        gate = threading.Event()
+        server.enqueue(t.DelayedReply(gate, t.StreamReply([
+            t.reasoning("thinking"), t.content("answer"), t.done()])))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ALLTOKEN_")}
+        env.update(online(server))
+        master, slave = pty.openpty()
+        proc = subprocess.Popen([sys.executable, "-m", "alltoken", "chat", "hi", "-m", "m"],
+                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=slave)
+        os.close(slave)
+        seen = b""
+        try:
+            deadline = time.monotonic() + 10
+            while b"waiting" not in seen and time.monotonic() < deadline:
+                seen += os.read(master, 4096)  # the spinner, before any token
+            gate.set()
+            out, _ = proc.communicate(timeout=10)
+            while True:
+                try:
+                    piece = os.read(master, 4096)
+                except OSError:
+                    break
+                if not piece:
+                    break
+                seen += piece
+        finally:
+            gate.set()
+            os.close(master)
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        assert proc.returncode == 0
+        assert out == b"answer\n"
+        assert b"\r" in seen and b"waiting" in seen  # the spinner with elapsed time
+        assert b"\r\x1b[K" in seen  # cleared when text starts
+        assert b"\x1b[2mthinking\x1b[0m" in seen  # reasoning dimmed
+        assert b"tokens" in seen  # the summary line
