@@ -535,11 +535,9 @@ class TestAbort:
             with alltoken.AllToken(api_key=KEY, base_url=f"http://127.0.0.1:{port}/v1",
                                    timeout=10) as c:
                 started = time.monotonic()
-                with pytest.raises((alltoken.AbortedError, alltoken.APIConnectionError)) as info:
+                with pytest.raises(alltoken.AbortedError):
                     chat(c, signal=signal)
-                elapsed = time.monotonic() - started
-            if isinstance(info.value, alltoken.AbortedError):
-                assert elapsed < 2
+                assert time.monotonic() - started < 2  # not the 10 s connect timeout
         finally:
             for s in fillers:
                 s.close()
