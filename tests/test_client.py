@@ -715,3 +715,17 @@ class TestRedirects:
         with pytest.raises(alltoken.APIStatusError, match="too many redirects"):
             chat(client)
         assert len(server.requests) == 6
+
+
+def test_plain_http_goes_through_an_http_proxy_in_absolute_form(
+        server: t.LocalServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The local server stands in for the proxy: it records the request target. The API
+    # host does not resolve, so only the proxy can have been contacted.
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{server.port}")
+    with alltoken.AllToken(api_key=KEY, base_url="http://api.alltoken.invalid:8080/v1") as c:
+        stream = chat(c, model="echo")
+        drain(stream)
+    assert stream.text == "hi"
+    assert server.requests[0].path == "http://api.alltoken.invalid:8080/v1/chat/completions"
