@@ -729,3 +729,47 @@ def test_plain_http_goes_through_an_http_proxy_in_absolute_form(
         drain(stream)
     assert stream.text == "hi"
     assert server.requests[0].path == "http://api.alltoken.invalid:8080/v1/chat/completions"
+
+
+class TestWireFaults:
+    def test_gzip_stream_is_decoded_incrementally(self, server: t.LocalServer,
+                                                  client: alltoken.AllToken) -> None:
+        import gzip
+
+        body = (b'data: {"choices":[{"index":0,"delta":{"content":"squeezed"}}]}\n\n'
+                b"data: [DONE]\n\n")
+        server.enqueue(t.StreamReply([t.raw(gzip.compress(body))], write_size=7,
+                                     headers={"Content-Encoding": "gzip"}))
+        stream = chat(client)
+        drain(stream)
+        assert stream.text == "squeezed" and stream.done
+
+    def test_unsupported_content_encoding_is_a_protocol_error(
+            self, server: t.LocalServer, client: alltoken.AllToken) -> None:
+        server.enqueue(t.StreamReply([t.raw(b"\x00\x01")], headers={"Content-Encoding": "br"}))
+        with pytest.raises(alltoken.ProtocolError, match="br"):
+            drain(chat(client))
+
+    def test_corrupt_gzip_is_a_protocol_error(self, server: t.LocalServer,
+                                              client: alltoken.AllToken) -> None:
+        server.enqueue(t.StreamReply([t.raw(b"not gzip at all")],
+                                     headers={"Content-Encoding": "gzip"}))
+        with pytest.raises(alltoken.ProtocolError, match="gzip"):
+            drain(chat(client))
+
+    def test_malformed_chunk_size_line_after_text_keeps_the_text(
+            self, server: t.LocalServer, client: alltoken.AllToken) -> None:
+        server.enqueue(t.StreamReply([t.content("before"), t.bad_chunk_size()]))
+        stream = chat(client)
+        # http.client reports a bad chunk-size line as IncompleteRead: the body ended early
+        with pytest.raises(alltoken.APIConnectionError, match="ended early"):
+            drain(stream)
+        assert stream.text == "before"
+
+    def test_truncated_chunk_is_a_connection_error_with_the_text_kept(
+            self, server: t.LocalServer, client: alltoken.AllToken) -> None:
+        server.enqueue(t.StreamReply([t.content("before"), t.truncated_chunk()]))
+        stream = chat(client)
+        with pytest.raises(alltoken.APIConnectionError):
+            drain(stream)
+        assert stream.text == "before"
