@@ -224,7 +224,8 @@ class SSEDecoder:
                 longer than ``max_event_bytes``, or the decoder failed earlier.
         """
         if type(data) is not bytes:
-            data = bytes(data)
+            # Through memoryview: bytes(5) would be five NULs, bytes([10]) a line ending.
+            data = bytes(memoryview(data))
         # Integer membership is a memchr; `b"\n" in data` goes through the buffer protocol
         # and costs five to ten times more (benchmarks/bench_sse.py, 1-byte feeding).
         if 10 not in data and 13 not in data:
@@ -235,6 +236,8 @@ class SSEDecoder:
                 self._room -= len(data)
                 if self._room < 0:
                     self._check_tail()
+            elif self._state is not DecoderState.OPEN:
+                raise ProtocolError("the SSE decoder already failed; create a new one")
             return []
         return self._feed_lines(data)
 

@@ -35,3 +35,24 @@ def test_an_empty_feed_between_cr_and_lf_keeps_them_one_line_ending() -> None:
     assert out == [ServerSentEvent("a\nb")]
     d.feed(b"")
     assert d._tail == []  # nor do empty feeds accumulate
+
+
+def test_after_a_failure_even_an_empty_feed_raises() -> None:
+    import pytest
+
+    from alltoken import ProtocolError
+
+    d = SSEDecoder(max_line_bytes=4)
+    with pytest.raises(ProtocolError):
+        d.feed(b"toolong")
+    with pytest.raises(ProtocolError):
+        d.feed(b"")
+
+
+def test_feed_refuses_what_is_not_bytes_like() -> None:
+    import pytest
+
+    d = SSEDecoder()
+    for bad in (5, "data: x\n", None, [10]):
+        with pytest.raises(TypeError):
+            d.feed(bad)  # type: ignore[arg-type]
