@@ -2,19 +2,42 @@
 
 Layer 4, standard library only. It deliberately shares no code with the client
 (``_client``, ``_transport``, ``_types``): a client bug cannot hide in common code. It
-writes events with :func:`alltoken.sse.encode`.
+writes events with :func:`alltoken.sse.encode` and uses nothing else from the package.
+
+With nothing queued, a default model answers every prompt with a plausible streamed
+answer — reasoning first, then the answer, then usage, ``[DONE]`` and the cost comment —
+at ``pace`` seconds per token, so demos look alive without a network or a key::
 
     from alltoken import testing as t
 
+    with t.LocalServer() as server:
+        print(server.base_url)          # http://127.0.0.1:<free port>/v1
+
+Tests script what the next requests get instead, and inspect what was sent::
+
+    import threading
+    from alltoken import testing as t
+
+    gate = threading.Event()
     with t.LocalServer(pace=0) as server:
-        server.enqueue(t.StreamReply([t.content("Hello"), t.done(), t.cost()]))
-        ...  # point a client at server.base_url
+        server.enqueue(
+            t.StreamReply([t.reasoning("Let me think. "), t.content("Hello"),
+                           t.wait(gate), t.content(" world"), t.finish(),
+                           t.usage(), t.done(), t.cost()], eol="\\r\\n", write_size=1),
+            t.ErrorReply(429, type="rate_limit_error", headers={"Retry-After": "2"}),
+        )
+        ...  # point a client at server.base_url; gate.set() releases " world"
+        server.wait_for_requests(1)
         assert server.requests[0].json["stream"] is True
 
-``POST /v1/chat/completions`` answers with the next queued reply, or, with none queued,
-with a default model that streams plausible reasoning and an answer at ``pace`` seconds
-per token (model ``"echo"`` streams the last user message back word by word).
-``GET /v1/models`` lists models. Every request is recorded in ``requests``.
+Routes: ``POST /v1/chat/completions`` (the next queued reply, else the default model),
+``GET /v1/models``; anything else is a JSON 404 (405 for a known path with the wrong
+method). Routes match by the end of the path (``/v2/chat/completions`` is served too,
+and so is the absolute form a proxy receives), so check a client's exact path in
+:attr:`RecordedRequest.path`. With ``api_key`` set, a request without
+``Authorization: Bearer <api_key>`` gets a 401 before any queued reply is used. A chat
+request whose body is not a JSON object gets a 400. Every request is recorded in
+:attr:`LocalServer.requests`, whatever its answer.
 
 Replies: :class:`StreamReply` (a scripted ``text/event-stream`` answer built from steps),
 :class:`ErrorReply`, :class:`JSONReply`, :class:`DropReply` and :class:`DelayedReply`.
@@ -22,21 +45,35 @@ Steps: :func:`content`, :func:`reasoning`, :func:`role`, :func:`tool_call`,
 :func:`finish`, :func:`usage`, :func:`chunk`, :func:`data`, :func:`done`, :func:`cost`,
 :func:`comment`, :func:`error_event`, :func:`raw`, :func:`sleep`, :func:`wait`,
 :func:`drop`, :func:`end`, :func:`bad_chunk_size`, :func:`truncated_chunk`.
+
+Threads: one accepts connections, one serves each connection (HTTP/1.1 keep-alive).
+:meth:`LocalServer.close` stops accepting, shuts down every open connection (which ends
+any read, write, ``sleep`` or ``wait`` in progress within about 10 ms) and joins every
+thread, so no thread or socket outlives the server. While a script sleeps or waits, a
+handler also notices within about 10 ms that its client hung up.
+
+**Not** a general HTTP server: no HTTP/2, no request pipelining guarantees, no checks of
+request headers besides ``Authorization``, ``Content-Length``, ``Transfer-Encoding`` and
+``Connection``; ``stream_options`` is ignored (usage is always sent).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import select
 import socket
 import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Optional, Union
+from socketserver import TCPServer
+from typing import Any, Final, Optional, Union
+from urllib.parse import urlsplit
 
 from .sse import Comment, ServerSentEvent, encode
 
@@ -72,7 +109,20 @@ __all__ = [
     "wait",
 ]
 
-MODELS = ("alltoken-local", "echo", "deepseek-reasoner", "deepseek-chat", "claude-sonnet-4")
+#: Models listed by ``GET /v1/models`` after the server's own; ``echo`` streams the
+#: last user message back word by word.
+MODELS: Final = ("echo", "deepseek-reasoner", "deepseek-chat", "claude-sonnet-4")
+
+#: A request body larger than this is refused (413): the server keeps bodies in memory.
+_MAX_BODY_BYTES: Final = 64 * 1024 * 1024
+
+#: How often a sleeping or waiting script checks for ``close()`` and for a client that
+#: hung up: the bound on how long either goes unnoticed.
+_POLL: Final = 0.01
+
+#: Routes match by the end of the path (see the module docstring).
+_CHAT_ROUTE: Final = "/chat/completions"
+_MODELS_ROUTE: Final = "/models"
 
 
 # -- steps ---------------------------------------------------------------------------
@@ -80,7 +130,8 @@ MODELS = ("alltoken-local", "echo", "deepseek-reasoner", "deepseek-chat", "claud
 
 @dataclass
 class Step:
-    """One scripted action of a :class:`StreamReply`. Build them with the functions."""
+    """One scripted action of a :class:`StreamReply`. Build them with the step functions
+    (:func:`content`, :func:`sleep`, ...); the fields are an implementation detail."""
 
     kind: str
     payload: Any = None
@@ -89,40 +140,104 @@ class Step:
     eol: bool = True
 
 
+def _checked(step: Step) -> Step:
+    # Encode once now, so that an unencodable value (a CR in data, a line break in a
+    # comment) raises ValueError at the test's call, not later in the server's thread.
+    if step.kind == "data":
+        encode(ServerSentEvent(step.payload))
+    elif step.kind == "comment":
+        encode(Comment(step.payload))
+    return step
+
+
 def chunk(obj: Any) -> Step:
-    """``data: <json>`` with *obj* verbatim."""
-    return Step("data", json.dumps(obj, ensure_ascii=False))
+    """An event ``data: <json.dumps(obj)>``, with *obj* verbatim (no ``model`` added).
+
+    Args:
+        obj: Any JSON-serialisable value: a chunk of your own, a wrong shape, ...
+
+    Returns:
+        The step.
+    """
+    return _checked(Step("data", json.dumps(obj, ensure_ascii=False)))
 
 
 def data(text: str) -> Step:
-    """``data: <text>`` verbatim (e.g. malformed JSON)."""
-    return Step("data", text)
+    """An event ``data: <text>`` verbatim, for example malformed JSON.
+
+    Args:
+        text: The data; a line feed in it makes several ``data:`` lines.
+
+    Returns:
+        The step.
+
+    Raises:
+        ValueError: *text* contains a CR (it would be read as a line ending).
+    """
+    return _checked(Step("data", text))
 
 
-def _delta_chunk(delta: dict[str, Any], finish_reason: Optional[str] = None) -> dict[str, Any]:
+def _delta_chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+    # "model": None is filled in when the reply is written: the reply's model, else the
+    # request's, else the server's.
     return {"id": "chatcmpl-local", "object": "chat.completion.chunk",
             "created": int(time.time()), "model": None,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
 
 
 def content(text: str) -> Step:
-    """A chunk with ``delta.content``."""
+    """A chunk whose ``choices[0].delta`` is ``{"content": text}``.
+
+    Args:
+        text: The answer piece.
+
+    Returns:
+        The step.
+    """
     return Step("chunk", _delta_chunk({"content": text}))
 
 
 def reasoning(text: str) -> Step:
-    """A chunk with ``delta.reasoning_content``."""
+    """A chunk whose ``choices[0].delta`` is ``{"reasoning_content": text}``.
+
+    Args:
+        text: The reasoning piece.
+
+    Returns:
+        The step.
+    """
     return Step("chunk", _delta_chunk({"reasoning_content": text}))
 
 
-def role(name: str = "assistant") -> Step:
-    """A chunk with ``delta.role``."""
-    return Step("chunk", _delta_chunk({"role": name, "content": ""}))
+def role(role: str = "assistant") -> Step:
+    """The opening chunk: ``delta`` is ``{"role": role, "content": ""}``, as OpenAI sends.
+
+    Args:
+        role: The role.
+
+    Returns:
+        The step.
+    """
+    return Step("chunk", _delta_chunk({"role": role, "content": ""}))
 
 
-def tool_call(index: int, *, id: Optional[str] = None, name: Optional[str] = None,
-              arguments: Optional[str] = None) -> Step:
-    """A chunk with one tool-call delta (fields left None are omitted)."""
+def tool_call(index: int, *, id: str | None = None, name: str | None = None,
+              arguments: str | None = None) -> Step:
+    """A chunk with one tool-call delta.
+
+    ``delta.tool_calls`` is ``[{"index", "id", "type": "function", "function": {"name",
+    "arguments"}}]`` with every field left None omitted (``type`` comes with ``id``;
+    ``function`` appears when it has a field).
+
+    Args:
+        index: The tool call's position.
+        id: The call id, usually in the first delta of a call only.
+        name: The function name, usually in the first delta of a call only.
+        arguments: A piece of the JSON arguments string.
+
+    Returns:
+        The step.
+    """
     call: dict[str, Any] = {"index": index}
     if id is not None:
         call["id"] = id
@@ -138,12 +253,27 @@ def tool_call(index: int, *, id: Optional[str] = None, name: Optional[str] = Non
 
 
 def finish(reason: str = "stop") -> Step:
-    """A chunk with an empty delta and ``finish_reason``."""
+    """A chunk with an empty ``delta`` and ``finish_reason``.
+
+    Args:
+        reason: ``"stop"``, ``"length"``, ``"tool_calls"``, ...
+
+    Returns:
+        The step.
+    """
     return Step("chunk", _delta_chunk({}, reason))
 
 
 def usage(prompt_tokens: int = 10, completion_tokens: int = 20) -> Step:
-    """A usage-only chunk: ``"choices": []``."""
+    """A usage-only chunk: ``"choices": []`` and ``usage`` with ``total_tokens`` the sum.
+
+    Args:
+        prompt_tokens: Tokens in the prompt.
+        completion_tokens: Tokens in the answer.
+
+    Returns:
+        The step.
+    """
     return Step("chunk", {"id": "chatcmpl-local", "object": "chat.completion.chunk",
                           "created": int(time.time()), "model": None, "choices": [],
                           "usage": {"prompt_tokens": prompt_tokens,
@@ -152,70 +282,151 @@ def usage(prompt_tokens: int = 10, completion_tokens: int = 20) -> Step:
 
 
 def done() -> Step:
-    """``data: [DONE]``."""
+    """The end of the chunk sequence: ``data: [DONE]``.
+
+    Returns:
+        The step.
+    """
     return Step("data", "[DONE]")
 
 
 def cost(cost: str = "0.0012", *, input_price: str = "0.0003", output_price: str = "0.0009",
          prompt_tokens: int = 15, completion_tokens: int = 42,
          final_newline: bool = True) -> Step:
-    """The cost comment AllToken sends after ``[DONE]``; ``final_newline=False`` leaves
-    the line unterminated (the body then ends)."""
+    """The cost comment AllToken sends after ``[DONE]``, for example
+    ``: {"cost":"0.0012","input_price":"0.0003",...,"completion_tokens":42}``.
+
+    Args:
+        cost: The total charge, a decimal string.
+        input_price: The prompt's charge.
+        output_price: The answer's charge.
+        prompt_tokens: Tokens in the prompt.
+        completion_tokens: Tokens in the answer.
+        final_newline: False leaves the line without its line ending; the response then
+            ends right after it (later steps are skipped), as some servers do.
+
+    Returns:
+        The step.
+    """
     text = json.dumps({"cost": cost, "input_price": input_price, "output_price": output_price,
                        "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
                       separators=(",", ":"))
-    return Step("comment", text, eol=final_newline)
+    return _checked(Step("comment", text, eol=final_newline))
 
 
 def comment(text: str = "keep-alive") -> Step:
-    """A comment line, e.g. a keep-alive."""
-    return Step("comment", text)
+    """A comment line ``: <text>``, such as a keep-alive or a ping.
+
+    Args:
+        text: The comment, one line.
+
+    Returns:
+        The step.
+
+    Raises:
+        ValueError: *text* contains a line break.
+    """
+    return _checked(Step("comment", text))
 
 
-def error_event(code: Union[int, str, None] = 429, message: str = "Rate limit exceeded",
-                type: Optional[str] = "rate_limit_error") -> Step:
-    """``data: {"error": {...}}`` (keys whose value is None are omitted)."""
+def error_event(code: int | str | None = 429, message: str = "Rate limit exceeded",
+                type: str | None = "rate_limit_error") -> Step:
+    """An in-stream error: ``data: {"error": {"message": ..., "type": ..., "code": ...}}``.
+
+    Args:
+        code: The error code (an HTTP status as int, or a string); None omits the key.
+        message: The message.
+        type: The error type; None omits the key.
+
+    Returns:
+        The step.
+    """
     err: dict[str, Any] = {"message": message}
     if type is not None:
         err["type"] = type
     if code is not None:
         err["code"] = code
-    return Step("data", json.dumps({"error": err}))
+    return _checked(Step("data", json.dumps({"error": err})))
 
 
 def raw(b: bytes) -> Step:
-    """Exact bytes, with no line-ending conversion."""
+    """Exact body bytes, with no line-ending conversion (still chunk-framed).
+
+    Args:
+        b: The bytes.
+
+    Returns:
+        The step.
+    """
     return Step("raw", bytes(b))
 
 
 def sleep(seconds: float) -> Step:
-    """Send nothing for *seconds* (a stall)."""
+    """Send nothing for *seconds*: a delay between events, or a stall.
+
+    The pause ends early, and the connection closes, when the server closes or the
+    client hangs up.
+
+    Args:
+        seconds: How long.
+
+    Returns:
+        The step.
+    """
     return Step("sleep", seconds=seconds)
 
 
 def wait(event: threading.Event, timeout: float = 10.0) -> Step:
-    """Send nothing until the test sets *event* (or *timeout* passes)."""
+    """Send nothing until the test sets *event* (a gate), or *timeout* passes.
+
+    Args:
+        event: The gate.
+        timeout: The longest wait in seconds; the script then goes on as if it were set.
+
+    Returns:
+        The step.
+    """
     return Step("wait", gate=event, seconds=timeout)
 
 
 def drop(*, reset: bool = False) -> Step:
-    """Abort the connection here, leaving the chunked body unfinished (``reset=True``
-    sends a TCP RST)."""
+    """Abort the connection here, leaving the chunked body unfinished.
+
+    Args:
+        reset: False closes with a FIN (the client reads end of file); True sends a TCP
+            RST (``SO_LINGER`` 0: the client's next read fails with a connection reset).
+
+    Returns:
+        The step.
+    """
     return Step("drop", payload=reset)
 
 
 def end() -> Step:
-    """Finish the response cleanly now; later steps are skipped."""
+    """Finish the response cleanly now (the terminating zero-size chunk); later steps
+    are skipped. No ``[DONE]`` is sent unless a step sent it.
+
+    Returns:
+        The step.
+    """
     return Step("end")
 
 
 def bad_chunk_size() -> Step:
-    """Write a malformed chunk-size line, then close."""
+    """Write the malformed chunk-size line ``zz\\r\\n``, then close the connection.
+
+    Returns:
+        The step.
+    """
     return Step("bad_chunk_size")
 
 
 def truncated_chunk() -> Step:
-    """Announce a chunk longer than what is written, then close."""
+    """Announce a 256-byte chunk (``100\\r\\n``), write 5 bytes of it, then close.
+
+    Returns:
+        The step.
+    """
     return Step("truncated_chunk")
 
 
@@ -223,31 +434,40 @@ def truncated_chunk() -> Step:
 
 
 class StreamReply:
-    """A streamed answer: HTTP headers, then the steps' bytes.
+    """A streamed answer: the status line and headers, then the steps' bytes.
+
+    When the steps run out the response finishes cleanly (zero-size chunk). Chunks built
+    by the step functions name the reply's ``model``, else the request's, else the
+    server's.
 
     Args:
         steps: What to send, in order.
         status: The HTTP status.
         headers: Extra response headers.
         content_type: The ``Content-Type``.
-        eol: ``"\\n"``, ``"\\r\\n"`` or ``"\\r"`` for every line the steps write.
-        write_size: Write the body in pieces of this many bytes (1 = byte by byte), each
-            its own HTTP chunk; by default each step is one write.
-        chunked: False sends no ``Transfer-Encoding``; the body ends when the connection
-            closes.
+        eol: ``"\\n"``, ``"\\r\\n"`` or ``"\\r"`` for every line the steps write (not
+            :func:`raw` bytes).
+        write_size: Write the body in pieces of at most this many bytes (1 = byte by
+            byte), each its own HTTP chunk and its own ``send``; by default each step is
+            one write. Pieces do not span steps.
+        chunked: False sends no ``Transfer-Encoding`` but ``Connection: close``; the body
+            ends when the connection closes. (An HTTP/1.0 request always gets this.)
         request_id: The ``x-request-id`` header (None: none).
-        model: The ``model`` in the chunks (default: the request's).
+        model: The ``model`` in the chunks.
+
+    Raises:
+        ValueError: *eol* or *write_size* is invalid.
     """
 
     def __init__(self, steps: Sequence[Step], *, status: int = 200,
-                 headers: Optional[Mapping[str, str]] = None,
+                 headers: Mapping[str, str] | None = None,
                  content_type: str = "text/event-stream", eol: str = "\n",
-                 write_size: Optional[int] = None, chunked: bool = True,
-                 request_id: Optional[str] = "req-local-1", model: Optional[str] = None) -> None:
+                 write_size: int | None = None, chunked: bool = True,
+                 request_id: str | None = "req-local-1", model: str | None = None) -> None:
         if eol not in ("\n", "\r\n", "\r"):
             raise ValueError(f"eol must be '\\n', '\\r\\n' or '\\r', got {eol!r}")
         if write_size is not None and write_size < 1:
-            raise ValueError("write_size must be at least 1")
+            raise ValueError(f"write_size must be at least 1, got {write_size!r}")
         self.steps = list(steps)
         self.status = status
         self.headers = dict(headers or {})
@@ -260,19 +480,32 @@ class StreamReply:
 
 
 class ErrorReply:
-    """An HTTP error status with a JSON error body (or *body* verbatim)."""
+    """An HTTP error status with a body of known length (``Content-Length``).
+
+    Args:
+        status: The HTTP status (e.g. 429, 500, 502).
+        message: The message in the default body
+            ``{"error": {"message": message, "type": type, "code": status}}``.
+        type: The type in the default body.
+        json: A JSON value to send instead of the default body.
+        body: Raw bytes (or text, sent as UTF-8) instead of JSON, e.g. an HTML 502 page.
+        headers: Extra response headers, e.g. ``{"Retry-After": "2"}``.
+        content_type: The ``Content-Type``; default ``application/json``, or
+            ``text/html; charset=utf-8`` with *body*.
+        request_id: The ``x-request-id`` header (None: none).
+    """
 
     def __init__(self, status: int, *, message: str = "error from the local server",
-                 type: Optional[str] = None, json: Any = None,
-                 body: Union[bytes, str, None] = None,
-                 headers: Optional[Mapping[str, str]] = None,
-                 content_type: Optional[str] = None,
-                 request_id: Optional[str] = "req-local-err") -> None:
+                 type: str | None = None, json: Any = None,
+                 body: bytes | str | None = None,
+                 headers: Mapping[str, str] | None = None,
+                 content_type: str | None = None,
+                 request_id: str | None = "req-local-err") -> None:
         self.status = status
         self.headers = dict(headers or {})
         self.request_id = request_id
         if body is not None:
-            self.body = body.encode() if isinstance(body, str) else body
+            self.body = body.encode() if isinstance(body, str) else bytes(body)
             self.content_type = content_type or "text/html; charset=utf-8"
         else:
             obj = json if json is not None else {
@@ -282,13 +515,28 @@ class ErrorReply:
 
 
 class JSONReply:
-    """A non-streamed 200 answer: *obj* verbatim, or a built ``chat.completion``."""
+    """A non-streamed answer: *obj* verbatim, or a built ``chat.completion``.
+
+    Args:
+        obj: Any JSON value to send as is; when None a ``chat.completion`` is built from
+            the other arguments.
+        content: The built message's ``content``.
+        reasoning: The built message's ``reasoning_content`` (omitted when None).
+        status: The HTTP status.
+        headers: Extra response headers.
+        request_id: The ``x-request-id`` header (None: none).
+        usage: ``(prompt_tokens, completion_tokens)`` of the built completion.
+        model: The built completion's ``model`` (default: the request's, else the
+            server's).
+        finish_reason: The built choice's ``finish_reason``.
+    """
 
     def __init__(self, obj: Any = None, *, content: str = "Hello",
-                 reasoning: Optional[str] = None, status: int = 200,
-                 headers: Optional[Mapping[str, str]] = None,
-                 request_id: Optional[str] = "req-local-1",
-                 usage: tuple[int, int] = (10, 5)) -> None:
+                 reasoning: str | None = None, status: int = 200,
+                 headers: Mapping[str, str] | None = None,
+                 request_id: str | None = "req-local-1",
+                 usage: tuple[int, int] = (10, 5), model: str | None = None,
+                 finish_reason: str = "stop") -> None:
         self.obj = obj
         self.content = content
         self.reasoning = reasoning
@@ -296,18 +544,29 @@ class JSONReply:
         self.headers = dict(headers or {})
         self.request_id = request_id
         self.usage = usage
+        self.model = model
+        self.finish_reason = finish_reason
 
 
 class DropReply:
-    """Read the request, then close the connection without answering (``reset=True``:
-    with a TCP RST)."""
+    """Read the whole request, then close the connection without any response.
+
+    Args:
+        reset: True closes with a TCP RST (``SO_LINGER`` 0) instead of a FIN.
+    """
 
     def __init__(self, *, reset: bool = False) -> None:
         self.reset = reset
 
 
 class DelayedReply:
-    """Send nothing, not even the status line, until *gate* is set; then *reply*."""
+    """Send nothing, not even the status line, until *gate* is set; then *reply*.
+
+    Args:
+        gate: The event the test sets.
+        reply: What to send then.
+        timeout: The longest wait in seconds; *reply* is then sent anyway.
+    """
 
     def __init__(self, gate: threading.Event, reply: Reply, *, timeout: float = 10.0) -> None:
         self.gate = gate
@@ -316,11 +575,21 @@ class DelayedReply:
 
 
 Reply = Union[StreamReply, ErrorReply, JSONReply, DropReply, DelayedReply]
+_REPLY_TYPES: Final = (StreamReply, ErrorReply, JSONReply, DropReply, DelayedReply)
 
 
 @dataclass
 class RecordedRequest:
-    """A request the server received. Header names are lower-cased."""
+    """A request the server received.
+
+    Attributes:
+        method: ``"GET"``, ``"POST"``, ...
+        path: The request target as sent (with any query string; the absolute form when
+            sent to a proxy).
+        headers: The headers, names lower-cased (a repeated header keeps its last value).
+        body: The body, de-chunked when it was sent chunked.
+        json: The body parsed as JSON, or None when empty or not JSON.
+    """
 
     method: str
     path: str
@@ -334,28 +603,49 @@ def _json_bytes(obj: Any) -> bytes:
 
 
 class _Stop(Exception):
-    """The server is closing, or the script dropped the connection."""
+    """The server is closing, the client hung up, or the script dropped the connection."""
+
+
+class _BadRequest(Exception):
+    """The request's framing is broken: answer with this status and close."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 # -- the server ----------------------------------------------------------------------
 
 
 class LocalServer:
-    """A threaded HTTP/1.1 AllToken-compatible server on loopback.
+    """A threaded HTTP/1.1 AllToken-compatible server, by default on 127.0.0.1.
+
+    Use it as a context manager, or call :meth:`start` and :meth:`close`.
 
     Args:
-        host: The address to bind.
+        host: The address to bind (an IPv6 literal such as ``"::1"`` works too).
         port: The port; 0 picks a free one.
-        api_key: When set, requests must carry ``Authorization: Bearer <api_key>``.
+        api_key: When set, every request must carry ``Authorization: Bearer <api_key>``
+            or gets a 401.
         pace: Seconds between the default model's tokens (0 for tests).
-        model: The default model's name in answers when the request names none.
+        model: The model named in answers when neither the reply nor the request names
+            one; listed first by ``GET /v1/models``.
         ssl_context: A server-side ``ssl.SSLContext`` to serve HTTPS (for testing TLS
             settings); ``base_url`` then starts with ``https://``.
+
+    Attributes:
+        requests: Every request received, in order (appended under a lock).
+        port: The bound port, once started.
+
+    Raises:
+        ValueError: *pace* is negative.
     """
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0,
-                 api_key: Optional[str] = None, pace: float = 0.02,
+                 api_key: str | None = None, pace: float = 0.02,
                  model: str = "alltoken-local", ssl_context: Any = None) -> None:
+        if pace < 0:
+            raise ValueError(f"pace must not be negative, got {pace!r}")
         self.ssl_context = ssl_context
         self.host = host
         self.port = port
@@ -365,58 +655,87 @@ class LocalServer:
         self.requests: list[RecordedRequest] = []
         self._queue: deque[Reply] = deque()
         self._lock = threading.Lock()
-        self._requests_changed = threading.Condition(self._lock)
+        self._changed = threading.Condition(self._lock)  # requests or connections changed
         self._stop = threading.Event()
         self._conns: set[socket.socket] = set()
-        self._httpd: Optional[_HTTPServer] = None
-        self._thread: Optional[threading.Thread] = None
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
 
     @property
     def base_url(self) -> str:
-        """``http://host:port/v1``."""
+        """``http://<host>:<port>/v1`` (``https`` with an ``ssl_context``).
+
+        Raises:
+            RuntimeError: the server is not started.
+        """
         if self._httpd is None:
             raise RuntimeError("the server is not started")
         scheme = "https" if self.ssl_context is not None else "http"
-        return f"{scheme}://{self.host}:{self.port}/v1"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}/v1"
 
     @property
     def open_connections(self) -> int:
-        """Client connections currently open."""
+        """Client connections currently open (accepted and not yet closed)."""
         with self._lock:
             return len(self._conns)
 
+    @property
+    def queued(self) -> int:
+        """Replies queued and not yet used."""
+        with self._lock:
+            return len(self._queue)
+
     def start(self) -> LocalServer:
-        """Bind and serve in a background thread; returns self."""
+        """Bind and serve in a background thread. Does nothing when already started.
+
+        Returns:
+            The server itself.
+
+        Raises:
+            OSError: the address cannot be bound.
+        """
         if self._httpd is not None:
             return self
-        httpd = _HTTPServer((self.host, self.port), _Handler)
+        cls = _HTTPServer6 if ":" in self.host else _HTTPServer
+        httpd = cls((self.host, self.port), _Handler)
         httpd.owner = self
         if self.ssl_context is not None:
-            httpd.socket = self.ssl_context.wrap_socket(httpd.socket, server_side=True)
+            # The handshake happens in the connection's own thread (_Handler.handle),
+            # where close() can interrupt it; inside accept() a client that never sends
+            # its hello would block the accept loop, and with it close().
+            httpd.socket = self.ssl_context.wrap_socket(
+                httpd.socket, server_side=True, do_handshake_on_connect=False)
+        self._stop.clear()
         self._httpd = httpd
         self.port = httpd.server_address[1]
-        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
+        # close() joins this thread; daemon=True only spares a program that forgets to
+        # call close() a hang at exit.
+        self._thread = threading.Thread(target=httpd.serve_forever,
+                                        kwargs={"poll_interval": 0.05},
                                         name="alltoken-local-server", daemon=True)
         self._thread.start()
         return self
 
     def close(self) -> None:
-        """Stop serving, abort open connections and join every thread. Idempotent."""
+        """Stop accepting, abort open connections and join every thread. Idempotent.
+
+        Scripts that sleep or wait end within about 10 ms; their clients see the
+        connection close.
+        """
         httpd, self._httpd = self._httpd, None
         if httpd is None:
             return
         self._stop.set()
-        httpd.shutdown()
+        httpd.shutdown()  # the accept loop has ended: no new connection from here on
         with self._lock:
             conns = list(self._conns)
         for sock in conns:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        httpd.server_close()  # joins the handler threads (block_on_close)
+            _shutdown(sock)
+        httpd.server_close()  # closes the listener and joins the handler threads
         if self._thread is not None:
             self._thread.join()
+            self._thread = None
 
     def __enter__(self) -> LocalServer:
         return self.start()
@@ -425,35 +744,90 @@ class LocalServer:
         self.close()
 
     def enqueue(self, *replies: Reply) -> None:
-        """Queue replies for the next chat-completion requests, in order."""
+        """Queue replies for the next ``POST /v1/chat/completions`` requests.
+
+        Each request takes the oldest queued reply (a request refused with 401, 400 or
+        404 takes none); with the queue empty the default model answers.
+
+        Args:
+            *replies: The replies, in order.
+
+        Raises:
+            TypeError: something other than a reply was given.
+        """
+        for reply in replies:
+            if not isinstance(reply, _REPLY_TYPES):
+                raise TypeError(f"expected a reply, got {type(reply).__name__}")
         with self._lock:
             self._queue.extend(replies)
 
     def wait_for_requests(self, n: int, timeout: float = 5.0) -> None:
-        """Block until *n* requests have been recorded (``TimeoutError`` otherwise)."""
+        """Block until at least *n* requests have been recorded.
+
+        Args:
+            n: The number of requests.
+            timeout: Seconds to wait.
+
+        Raises:
+            TimeoutError: fewer arrived in time.
+        """
+        self._wait_until(lambda: len(self.requests) >= n, timeout,
+                         lambda: f"{len(self.requests)} of {n} requests arrived")
+
+    def wait_for_connections(self, n: int = 0, timeout: float = 5.0) -> None:
+        """Block until exactly *n* client connections are open (by default: none).
+
+        A client's close reaches the server asynchronously: leak tests wait here rather
+        than read :attr:`open_connections` at once.
+
+        Args:
+            n: The number of open connections to wait for.
+            timeout: Seconds to wait.
+
+        Raises:
+            TimeoutError: the count still differed after *timeout*.
+        """
+        self._wait_until(lambda: len(self._conns) == n, timeout,
+                         lambda: f"{len(self._conns)} connections open, expected {n}")
+
+    # -- internals used by the handler --
+
+    def _wait_until(self, predicate: Callable[[], bool], timeout: float,
+                    describe: Callable[[], str]) -> None:
         deadline = time.monotonic() + timeout
-        with self._requests_changed:
-            while len(self.requests) < n:
+        with self._changed:
+            while not predicate():
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise TimeoutError(f"{len(self.requests)} of {n} requests arrived")
-                self._requests_changed.wait(left)
-
-    # internals used by the handler
+                    raise TimeoutError(describe())
+                self._changed.wait(left)
 
     def _record(self, req: RecordedRequest) -> None:
-        with self._requests_changed:
+        with self._changed:
             self.requests.append(req)
-            self._requests_changed.notify_all()
+            self._changed.notify_all()
 
-    def _next_reply(self) -> Optional[Reply]:
+    def _next_reply(self) -> Reply | None:
         with self._lock:
             return self._queue.popleft() if self._queue else None
 
-    def _pause(self, seconds: float, gate: Optional[threading.Event] = None,
-               conn: Optional[socket.socket] = None) -> None:
-        """Wait *seconds* (or for *gate*), raising ``_Stop`` as soon as the server closes
-        or the client hangs up on *conn*."""
+    def _add_connection(self, sock: socket.socket) -> None:
+        with self._changed:
+            self._conns.add(sock)
+            self._changed.notify_all()
+            closing = self._stop.is_set()
+        if closing:  # accepted just before close() took its list of connections
+            _shutdown(sock)
+
+    def _remove_connection(self, sock: socket.socket) -> None:
+        with self._changed:
+            self._conns.discard(sock)
+            self._changed.notify_all()
+
+    def _pause(self, seconds: float, gate: threading.Event | None = None,
+               conn: socket.socket | None = None) -> None:
+        """Wait *seconds* (or until *gate* is set), raising ``_Stop`` within ``_POLL``
+        seconds of the server closing or the client hanging up on *conn*."""
         deadline = time.monotonic() + seconds
         while True:
             if self._stop.is_set():
@@ -465,24 +839,48 @@ class LocalServer:
                 return
             if conn is not None and _hung_up(conn):
                 raise _Stop
-            (gate or self._stop).wait(min(left, 0.01))
+            (gate or self._stop).wait(min(left, _POLL))
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed or reset
 
 
 def _hung_up(conn: socket.socket) -> bool:
+    # A readable socket with nothing to read has been closed (or half-closed) by the
+    # client; a readable one with data holds its next request, which is fine.
     try:
         readable, _, _ = select.select([conn], [], [], 0)
         return bool(readable) and conn.recv(1, socket.MSG_PEEK) == b""
+    except ValueError:
+        return False  # a TLS socket refuses MSG_PEEK; a hang-up shows at the next write
     except OSError:
         return True
 
 
 class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = False
+    daemon_threads = False  # server_close() joins non-daemon handler threads only
     block_on_close = True
+    request_queue_size = 64  # tests open several connections at once
     owner: LocalServer
 
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind calls socket.getfqdn(), a reverse DNS lookup that can
+        # take seconds on a machine without a network; the name is never used here.
+        TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+
     def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # a client that hangs up is normal here
+        pass  # a client that hangs up mid-response is normal here; log nothing
+
+
+class _HTTPServer6(_HTTPServer):
+    address_family = socket.AF_INET6
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -491,74 +889,148 @@ class _Handler(BaseHTTPRequestHandler):
     server: _HTTPServer
 
     def log_message(self, format: str, *args: Any) -> None:
-        pass
+        pass  # the server never writes to stderr
 
     def setup(self) -> None:
         super().setup()
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        owner = self.server.owner
-        with owner._lock:
-            owner._conns.add(self.connection)
+        try:
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        self.server.owner._add_connection(self.connection)
 
     def finish(self) -> None:
         try:
             super().finish()
         except OSError:
             pass
-        owner = self.server.owner
-        with owner._lock:
-            owner._conns.discard(self.connection)
+        self.server.owner._remove_connection(self.connection)
 
     def handle(self) -> None:
         try:
+            if self.server.owner.ssl_context is not None:
+                self.connection.do_handshake()  # accepted with do_handshake_on_connect=False
             super().handle()
         except (_Stop, OSError):
             self.close_connection = True
 
     # -- requests --
 
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    def do_POST(self) -> None:
+        self._dispatch()
+
+    def do_PUT(self) -> None:
+        self._dispatch()
+
+    def do_PATCH(self) -> None:
+        self._dispatch()
+
+    def do_DELETE(self) -> None:
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        owner = self.server.owner
+        try:
+            body = self._read_body()
+        except _BadRequest as exc:
+            self._record(b"")
+            self.close_connection = True  # the rest of the byte stream cannot be framed
+            self._send_error(exc.status, str(exc), "invalid_request_error")
+            return
+        req = self._record(body)
+        path = urlsplit(self.path).path  # also the absolute form a proxy receives
+        route = next((r for r in (_CHAT_ROUTE, _MODELS_ROUTE)
+                      if path.rstrip("/").endswith(r)), None)
+        if route is None:
+            self._send_error(404, f"no route for {self.command} {path}", "not_found_error")
+            return
+        if owner.api_key is not None and \
+                req.headers.get("authorization") != f"Bearer {owner.api_key}":
+            self._send_error(401, "Invalid API key", "authentication_error")
+            return
+        allowed = "POST" if route == _CHAT_ROUTE else "GET"
+        if self.command != allowed:
+            self._send_error(405, f"{path} accepts {allowed} only",
+                             "invalid_request_error", {"Allow": allowed})
+            return
+        if route == _MODELS_ROUTE:
+            names = [owner.model] + [m for m in MODELS if m != owner.model]
+            self._send_json(200, {"object": "list", "data": [
+                {"id": m, "object": "model", "created": 0, "owned_by": "alltoken-local"}
+                for m in names]})
+            return
+        if not isinstance(req.json, dict):
+            problem = "not valid JSON" if req.json is None else "not a JSON object"
+            self._send_error(400, f"the request body is {problem}", "invalid_request_error")
+            return
+        reply = owner._next_reply()
+        self._answer(reply if reply is not None else _default_reply(req.json, owner), req)
+
     def _read_body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
+        encoding = self.headers.get("Transfer-Encoding")
+        if encoding is not None:
+            if encoding.strip().lower() != "chunked":
+                raise _BadRequest(f"unsupported Transfer-Encoding {encoding!r}", 501)
+            return self._read_chunked_body()
+        length_text = self.headers.get("Content-Length")
+        if length_text is None:
+            return b""
+        if not length_text.strip().isdigit():
+            raise _BadRequest(f"invalid Content-Length {length_text[:40]!r}")
+        length = int(length_text)
+        if length > _MAX_BODY_BYTES:
+            raise _BadRequest("the request body is too large", 413)
+        body = self.rfile.read(length)
+        if len(body) < length:
+            raise _Stop  # the client hung up mid-body
+        return body
+
+    def _read_chunked_body(self) -> bytes:
+        parts: list[bytes] = []
+        total = 0
+        while True:
+            line = self.rfile.readline(1024)
+            if not line:
+                raise _Stop
+            size_text = line.split(b";", 1)[0].strip()
+            try:
+                size = int(size_text, 16)
+            except ValueError:
+                raise _BadRequest(f"invalid chunk size {size_text[:20]!r}") from None
+            if size == 0:
+                break
+            total += size
+            if total > _MAX_BODY_BYTES:
+                raise _BadRequest("the request body is too large", 413)
+            piece = self.rfile.read(size + 2)
+            if len(piece) < size + 2:
+                raise _Stop
+            if piece[-2:] != b"\r\n":
+                raise _BadRequest("a chunk of the request body does not end with CRLF")
+            parts.append(piece[:-2])
+        while True:  # trailer fields, up to the blank line
+            line = self.rfile.readline(65537)
+            if not line:
+                raise _Stop
+            if line in (b"\r\n", b"\n"):
+                return b"".join(parts)
 
     def _record(self, body: bytes) -> RecordedRequest:
         parsed: Any = None
         if body:
             try:
                 parsed = json.loads(body)
-            except ValueError:
+            except ValueError:  # UnicodeDecodeError included
                 parsed = None
         req = RecordedRequest(self.command, self.path,
                               {k.lower(): v for k, v in self.headers.items()}, body, parsed)
         self.server.owner._record(req)
         return req
 
-    def do_GET(self) -> None:
-        self._record(b"")
-        if self.path.rstrip("/").endswith("/models"):
-            self._send_json(200, {"object": "list", "data": [
-                {"id": m, "object": "model", "owned_by": "alltoken-local"} for m in MODELS]})
-        else:
-            self._send_error(404, f"no route for GET {self.path}", "not_found_error")
-
-    def do_POST(self) -> None:
-        body = self._read_body()
-        req = self._record(body)
-        owner = self.server.owner
-        if not self.path.rstrip("/").endswith("/chat/completions"):
-            self._send_error(404, f"no route for POST {self.path}", "not_found_error")
-            return
-        if owner.api_key is not None and req.headers.get("authorization") != \
-                f"Bearer {owner.api_key}":
-            self._send_error(401, "Invalid API key", "authentication_error")
-            return
-        reply = owner._next_reply()
-        if reply is None:
-            if not isinstance(req.json, dict):
-                self._send_error(400, "the body is not a JSON object", "invalid_request_error")
-                return
-            reply = _default_reply(req.json, owner)
-        self._answer(reply, req)
+    # -- replies --
 
     def _answer(self, reply: Reply, req: RecordedRequest) -> None:
         owner = self.server.owner
@@ -571,42 +1043,53 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(reply.status, reply.body, reply.content_type, reply.headers,
                        reply.request_id)
         elif isinstance(reply, JSONReply):
-            obj = reply.obj if reply.obj is not None else _completion(
-                req.json, reply.content, reply.reasoning, reply.usage, owner.model)
+            obj = reply.obj if reply.obj is not None else _completion(req.json, reply, owner)
             self._send(reply.status, _json_bytes(obj), "application/json", reply.headers,
                        reply.request_id)
         else:
             self._stream(reply, req)
 
-    def _send(self, status: int, body: bytes, content_type: str,
-              headers: Mapping[str, str], request_id: Optional[str]) -> None:
+    def _start(self, status: int, content_type: str, headers: Mapping[str, str],
+               request_id: str | None, extra: Sequence[tuple[str, str]]) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
+        for name, value in extra:
+            self.send_header(name, value)
         if request_id:
             self.send_header("x-request-id", request_id)
-        for k, v in headers.items():
-            self.send_header(k, v)
+        for name, value in headers.items():
+            self.send_header(name, value)  # a "Connection: close" here closes, too
+        if self.close_connection and not any(k.lower() == "connection" for k in headers):
+            self.send_header("Connection", "close")
         self.end_headers()
+
+    def _send(self, status: int, body: bytes, content_type: str,
+              headers: Mapping[str, str], request_id: str | None) -> None:
+        self._start(status, content_type, headers, request_id,
+                    [("Content-Length", str(len(body)))])
         self.wfile.write(body)
         self.wfile.flush()
 
     def _send_json(self, status: int, obj: Any) -> None:
         self._send(status, _json_bytes(obj), "application/json", {}, None)
 
-    def _send_error(self, status: int, message: str, type: str) -> None:
-        self._send(status, _json_bytes({"error": {"message": message, "type": type,
-                                                  "code": status}}),
-                   "application/json", {}, "req-local-err")
+    def _send_error(self, status: int, message: str, type: str,
+                    headers: Mapping[str, str] | None = None) -> None:
+        body = _json_bytes({"error": {"message": message, "type": type, "code": status}})
+        self._send(status, body, "application/json", headers or {}, "req-local-err")
 
     def _drop(self, reset: bool) -> None:
         self.close_connection = True
-        if reset:
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                       struct.pack("ii", 1, 0))
+        sock = self.connection
         try:
-            self.wfile.flush()
-            self.connection.shutdown(socket.SHUT_RDWR)
+            if reset:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                # The RST leaves when the descriptor is closed, not at shutdown(); the
+                # socket stays open while rfile still refers to it.
+                self.rfile.close()
+                sock.close()
+            else:
+                sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
         raise _Stop
@@ -616,20 +1099,17 @@ class _Handler(BaseHTTPRequestHandler):
     def _stream(self, reply: StreamReply, req: RecordedRequest) -> None:
         owner = self.server.owner
         model = reply.model or (req.json.get("model") if isinstance(req.json, dict) else None)
-        self.send_response(reply.status)
-        self.send_header("Content-Type", reply.content_type)
-        self.send_header("Cache-Control", "no-cache")
-        if reply.request_id:
-            self.send_header("x-request-id", reply.request_id)
-        for k, v in reply.headers.items():
-            self.send_header(k, v)
-        if reply.chunked:
-            self.send_header("Transfer-Encoding", "chunked")
+        if not isinstance(model, str) or not model:
+            model = owner.model
+        # An HTTP/1.0 client cannot read chunked encoding: it gets a close-delimited body.
+        chunked = reply.chunked and self.request_version == "HTTP/1.1"
+        extra = [("Cache-Control", "no-cache")]
+        if chunked:
+            extra.append(("Transfer-Encoding", "chunked"))
         else:
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.end_headers()
-        self.wfile.flush()
+            self.close_connection = True  # the body ends at close
+        self._start(reply.status, reply.content_type, reply.headers, reply.request_id, extra)
+        write = self._write_chunked if chunked else self._write_plain
         for step in reply.steps:
             kind = step.kind
             if kind == "sleep":
@@ -647,12 +1127,14 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(b"100\r\nshort")
                 self._drop(False)
             else:
-                self._write(reply, self._render(step, reply.eol, model))
-        if reply.chunked:
+                write(self._render(step, reply.eol, model), reply.write_size)
+                if kind == "comment" and not step.eol:
+                    break  # an unterminated last line: the body ends here
+        if chunked:
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
 
-    def _render(self, step: Step, eol: str, model: Optional[str]) -> bytes:
+    def _render(self, step: Step, eol: str, model: str) -> bytes:
         if step.kind == "raw":
             return bytes(step.payload)
         if step.kind == "comment":
@@ -661,36 +1143,50 @@ class _Handler(BaseHTTPRequestHandler):
         if step.kind == "chunk":
             obj = dict(step.payload)
             if obj.get("model") is None:
-                obj["model"] = model or self.server.owner.model
+                obj["model"] = model
             text = json.dumps(obj, ensure_ascii=False)
         else:
             text = step.payload
         return encode(ServerSentEvent(text), eol=eol)
 
-    def _write(self, reply: StreamReply, body: bytes) -> None:
-        size = reply.write_size or len(body) or 1
-        for i in range(0, len(body), size):
-            piece = body[i : i + size]
-            if reply.chunked:
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
-            else:
-                self.wfile.write(piece)
+    def _write_chunked(self, body: bytes, size: int | None) -> None:
+        # Each piece is its own chunk and its own send(): with TCP_NODELAY the pieces
+        # leave as separate segments, so a client sees them arrive one by one.
+        step = size or len(body) or 1
+        for i in range(0, len(body), step):  # an empty body writes nothing: "0" would end
+            piece = body[i : i + step]
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            self.wfile.flush()
+
+    def _write_plain(self, body: bytes, size: int | None) -> None:
+        step = size or len(body) or 1
+        for i in range(0, len(body), step):
+            self.wfile.write(body[i : i + step])
             self.wfile.flush()
 
 
 # -- the default model ---------------------------------------------------------------
 
-_CANNED = {
-    "quantum": (
-        "The user wants an accessible explanation of quantum computing. I should cover "
-        "qubits, superposition, entanglement and why they matter, then stay concrete.",
-        "Quantum computers store information in qubits. A classical bit is 0 or 1; a qubit "
-        "can be in a superposition of both, and qubits can be entangled so that measuring "
-        "one tells you about another. Algorithms arrange interference so that wrong answers "
-        "cancel out and right ones add up. That gives big speedups for a few problems, such "
-        "as factoring (Shor's algorithm) and simulating molecules, but not for everything.",
-    ),
-}
+#: (pattern, reasoning, answer): the first pattern found in the prompt picks the answer.
+_CANNED: Final = (
+    (re.compile(r"\bquantum\b", re.IGNORECASE),
+     "The user wants an accessible explanation of quantum computing. I should cover "
+     "qubits, superposition, entanglement and interference, say where it helps, and "
+     "not oversell it.",
+     "Quantum computers store information in qubits. A classical bit is 0 or 1; a qubit "
+     "can be in a superposition of both, and qubits can be entangled so that measuring "
+     "one tells you about another. Algorithms arrange interference so that wrong answers "
+     "cancel out and right ones add up. That gives big speedups for a few problems, such "
+     "as factoring (Shor's algorithm) and simulating molecules, but not for everything."),
+    (re.compile(r"15\s*!\s*/\s*13\s*!"),
+     "15! = 15 \u00d7 14 \u00d7 13!, so the 13! cancels in 15! / 13!. What is left is "
+     "15 \u00d7 14, which is 210.",
+     "15! / 13! = 15 \u00d7 14 = 210: every factor from 13 down to 1 cancels."),
+    (re.compile(r"^\W*(hello|hi|hey)\b", re.IGNORECASE),
+     "A greeting. I will greet back and say what I can do here.",
+     "Hello! I am the offline model of the local AllToken server. Ask me anything and "
+     "watch the answer stream in: reasoning first, then the answer, then usage and cost."),
+)
 
 
 def _words(text: str) -> list[str]:
@@ -706,17 +1202,19 @@ def _prompt(body: Mapping[str, Any]) -> str:
                 value = message.get("content")
                 if isinstance(value, str):
                     return value
+                if isinstance(value, list):  # content parts: the text ones
+                    return " ".join(p["text"] for p in value if isinstance(p, dict)
+                                    and isinstance(p.get("text"), str))
     return ""
 
 
 def _answer_for(prompt: str) -> tuple[str, str]:
-    lowered = prompt.lower()
-    for key, (thinking, answer) in _CANNED.items():
-        if key in lowered:
+    for pattern, thinking, answer in _CANNED:
+        if pattern.search(prompt):
             return thinking, answer
-    topic = " ".join(prompt.split()[:12]) or "the question"
-    thinking = (f"The user asks about \u201c{topic}\u201d. I will answer briefly and "
-                "say what I would need to know to be more precise.")
+    topic = " ".join(prompt.split()[:12]) or "an empty prompt"
+    thinking = (f"The user asks about \u201c{topic}\u201d. I am the offline model, so I "
+                "should say so plainly and show what a streamed answer looks like.")
     answer = (f"This is the offline model of the local AllToken server, so it cannot "
               f"really answer \u201c{topic}\u201d. Point ALLTOKEN_BASE_URL at the real API "
               "(and set ALLTOKEN_API_KEY) for a real answer; this one shows the streaming: "
@@ -725,56 +1223,68 @@ def _answer_for(prompt: str) -> tuple[str, str]:
 
 
 def _default_reply(body: Mapping[str, Any], owner: LocalServer) -> Reply:
-    model = body.get("model") if isinstance(body.get("model"), str) else owner.model
+    requested = body.get("model")
+    model = requested if isinstance(requested, str) and requested else owner.model
     prompt = _prompt(body)
     if model == "echo":
         thinking, answer = "", prompt
     else:
         thinking, answer = _answer_for(prompt)
+    prompt_tokens = max(1, len(prompt.split()))
     if not body.get("stream"):
-        return JSONReply(content=answer, reasoning=thinking or None,
-                         usage=(len(prompt.split()), len(_words(answer))))
+        return JSONReply(content=answer, reasoning=thinking or None, model=model,
+                         usage=(prompt_tokens, len(_words(answer)) if answer else 0))
     steps: list[Step] = [role()]
+    pace = [sleep(owner.pace)] if owner.pace > 0 else []
     pieces = 0
     for word in _words(thinking) if thinking else []:
-        steps += [reasoning(word), sleep(owner.pace)]
+        steps += [reasoning(word), *pace]
         pieces += 1
-    for word in _words(answer):
-        steps += [content(word), sleep(owner.pace)]
+    for word in _words(answer) if answer else []:
+        steps += [content(word), *pace]
         pieces += 1
-    prompt_tokens = max(1, len(prompt.split()))
     steps += [finish("stop"), usage(prompt_tokens, pieces), done()]
-    price_in, price_out = 0.000002, 0.000008
-    total = prompt_tokens * price_in + pieces * price_out
-    steps.append(cost(f"{total:.6f}", input_price=f"{prompt_tokens * price_in:.6f}",
-                      output_price=f"{pieces * price_out:.6f}", prompt_tokens=prompt_tokens,
+    # Made-up prices per token in dollars, in Decimal so that cost = input + output exactly.
+    charge_in = prompt_tokens * Decimal("0.000002")
+    charge_out = pieces * Decimal("0.000008")
+    steps.append(cost(f"{charge_in + charge_out:f}", input_price=f"{charge_in:f}",
+                      output_price=f"{charge_out:f}", prompt_tokens=prompt_tokens,
                       completion_tokens=pieces))
-    if owner.pace == 0:
-        steps = [s for s in steps if s.kind != "sleep"]
     return StreamReply(steps, model=model)
 
 
-def _completion(body: Any, content_text: str, reasoning_text: Optional[str],
-                usage_counts: tuple[int, int], default_model: str) -> dict[str, Any]:
-    model = body.get("model") if isinstance(body, dict) else None
-    message: dict[str, Any] = {"role": "assistant", "content": content_text}
-    if reasoning_text is not None:
-        message["reasoning_content"] = reasoning_text
-    p, c = usage_counts
+def _completion(body: Any, reply: JSONReply, owner: LocalServer) -> dict[str, Any]:
+    requested = body.get("model") if isinstance(body, dict) else None
+    model = reply.model or (requested if isinstance(requested, str) and requested
+                            else owner.model)
+    message: dict[str, Any] = {"role": "assistant", "content": reply.content}
+    if reply.reasoning is not None:
+        message["reasoning_content"] = reply.reasoning
+    p, c = reply.usage
     return {"id": "chatcmpl-local", "object": "chat.completion", "created": int(time.time()),
-            "model": model or default_model,
-            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            "model": model,
+            "choices": [{"index": 0, "message": message, "finish_reason": reply.finish_reason}],
             "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}}
 
 
-def serve(host: str = "127.0.0.1", port: int = 8765, api_key: Optional[str] = None,
+def serve(host: str = "127.0.0.1", port: int = 8765, api_key: str | None = None,
           pace: float = 0.02) -> None:
-    """Run a :class:`LocalServer` until interrupted (Ctrl-C), printing its base URL."""
+    """Run a :class:`LocalServer` until interrupted, printing its base URL once.
+
+    Args:
+        host: The address to bind.
+        port: The port (0 picks a free one; the printed URL shows it).
+        api_key: Require this bearer token (None: accept any request).
+        pace: Seconds between the default model's tokens.
+
+    Raises:
+        KeyboardInterrupt: on Ctrl-C, after the server has closed.
+        OSError: the address cannot be bound.
+    """
     server = LocalServer(host=host, port=port, api_key=api_key, pace=pace).start()
     try:
         print(f"alltoken local server: {server.base_url}", flush=True)
         while True:
-            time.sleep(3600)
+            time.sleep(3600)  # unlike a lock or Event wait, interrupted by Ctrl-C everywhere
     finally:
         server.close()
-

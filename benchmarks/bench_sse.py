@@ -1,266 +1,411 @@
-"""SSE parse throughput: alltoken.sse against a naive per-line loop, the peers' parsers,
+"""SSE parse throughput: alltoken.sse against a plain per-line loop, the peers' parsers
 and the limit row, in one run.
 
-    python3 benchmarks/bench_sse.py            # stdlib only: alltoken, naive, limit
-    python3 benchmarks/bench_sse.py --peers    # also the peers (installs them once into
-                                               # benchmarks/.venv; never into alltoken)
-    python3 benchmarks/bench_sse.py --quick    # fewer repeats (smoke)
+    python3 benchmarks/bench_sse.py            # standard library only: alltoken, plain
+                                               # loop, limit row
+    python3 benchmarks/bench_sse.py --peers    # also httpx-sse, openai, sseclient-py,
+                                               # launchdarkly (installed once into
+                                               # benchmarks/.venv; re-runs itself there)
+    python3 benchmarks/bench_sse.py --quick    # fewer repeats, smaller budget (smoke)
 
-Every parser gets the same chunks (1460 bytes, a TCP segment's payload) and must produce
-the same events as alltoken; one that does not is reported WRONG, not timed. The limit
-row is ``[e.removeprefix(b"data: ") for e in b"".join(chunks).split(sep)]``: splitting
-the whole joined corpus in C, with no line handling, no decoding and no objects. Ratios
-are against it, measured in the same run. Times are the best of N repeats with the
-garbage collector off (the machine may be shared: best-of is the stable statistic).
+Table 1 feeds each corpus of ``corpus.py`` (chat LF, chat CRLF, large events) in
+1460-byte chunks to every parser. Each parser's events are first checked against the
+corpus's truth, which alltoken must match too; a parser that differs is reported WRONG
+with the first difference, and not timed. Then every parser, and the limit row
+``[e.removeprefix(b"data: ") for e in b"".join(chunks).split(sep)]``, is timed: best of
+N runs with ``time.perf_counter``, the garbage collector off during a run, a fresh parser
+for each run, the runs interleaved across parsers so that all of them sample the same
+moments of a shared machine. ``x limit`` is the limit row's time over the parser's (1.00
+would be as fast as one C-level split); ``x alltoken`` is alltoken's time over the
+parser's (above 1: faster than alltoken).
 
-The second table feeds large events one byte per call, at growing sizes, so a parser
-that re-scans its buffer (quadratic) shows its fall; a run over the time budget stops
-that parser's larger sizes.
+Table 2 feeds one byte per call: the large-events corpus, then one event made of a single
+``data:`` line of 16 KiB to 1 MiB. A parser that re-joins or re-scans its buffer on
+every feed is quadratic: its rate falls as the event grows. Each cell has a time budget
+(3 s; 0.5 s with ``--quick``): a run that would exceed it (projected from the smaller
+sizes) is not started, one that does exceed it is stopped, and either is shown as
+``timed out``. ``growth`` gives the exponent k of time ~ size**k over the one-line sizes
+measured (least squares on log-log; 1 = linear, 2 = quadratic), or a lower bound for it
+from a run that was stopped. The ``call floor`` row is the least one Python-level
+operation per byte can cost (``bytearray +=`` per byte, then one split).
+
+Results also go to ``benchmarks/results/sse.json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import codecs
 import gc
 import json
+import math
 import os
+import platform
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
+ROOT = HERE.parent
+for _p in (str(ROOT), str(HERE)):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
 
 import corpus  # noqa: E402
+import peers  # noqa: E402
 
-from alltoken.sse import ServerSentEvent, SSEDecoder  # noqa: E402
+import alltoken  # noqa: E402
 
-Events = list[tuple[str, str]]
-Parser = Callable[[list[bytes]], Events]
+CHUNK = 1460
+REPEATS, QUICK_REPEATS = 15, 3
+BUDGET, QUICK_BUDGET = 3.0, 0.5
+ONE_LINE_SIZES = (16384, 65536, 262144, 1048576)
+BYTE_REPEATS = 5
 
-
-def parse_alltoken(chunks: list[bytes]) -> Events:
-    d = SSEDecoder()
-    out = []
-    for c in chunks:
-        out += d.feed(c)
-    out += d.end()
-    return [(e.event, e.data) for e in out if type(e) is ServerSentEvent]
+Row = dict[str, Any]
 
 
-def parse_naive(chunks: list[bytes]) -> Events:
-    """A tidy per-line loop: what a careful hand-written parser looks like."""
-    buf = b""
-    out: Events = []
-    data: list[str] = []
-    etype = ""
-    for c in chunks:
-        buf += c
-        lines = buf.split(b"\n")
-        buf = lines.pop()
-        for raw in lines:
-            line = raw.decode("utf-8", "replace").rstrip("\r")
-            if not line:
-                if data:
-                    out.append((etype or "message", "\n".join(data)))
-                data, etype = [], ""
-                continue
-            if line.startswith(":"):
-                continue
-            name, _, value = line.partition(":")
-            if value.startswith(" "):
-                value = value[1:]
-            if name == "data":
-                data.append(value)
-            elif name == "event":
-                etype = value
+# -- timing -------------------------------------------------------------------------------
+
+
+def time_once(fn: Callable[[], object]) -> float:
+    """Seconds for one call of *fn*, garbage collector off; its result is dropped after
+    the clock stops."""
+    gc.collect()
+    gc.disable()
+    try:
+        t0 = time.perf_counter()
+        result = fn()
+        t = time.perf_counter() - t0
+    finally:
+        gc.enable()
+    del result
+    return t
+
+
+class _OverBudget(Exception):
+    pass
+
+
+def _alarm(signum: int, frame: object) -> None:
+    raise _OverBudget
+
+
+def _can_alarm() -> bool:
+    return hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+
+
+def time_capped(fn: Callable[[], Any], budget: float) -> tuple[Optional[float], Any]:
+    """``(seconds, result)`` of one call of *fn* with the garbage collector off, or
+    ``(None, None)`` when it ran longer than *budget* seconds (stopped by SIGALRM; where
+    there is none, the call runs to its end and is then judged by its time)."""
+    gc.collect()
+    alarm = _can_alarm()
+    old = signal.signal(signal.SIGALRM, _alarm) if alarm else None
+    gc.disable()
+    try:
+        try:
+            if alarm:
+                signal.setitimer(signal.ITIMER_REAL, budget)
+            t0 = time.perf_counter()
+            try:
+                result = fn()
+                t = time.perf_counter() - t0
+            finally:
+                if alarm:
+                    signal.setitimer(signal.ITIMER_REAL, 0)
+        except _OverBudget:
+            return None, None
+    finally:
+        gc.enable()
+        if alarm:
+            signal.signal(signal.SIGALRM, old)
+    if t > budget:
+        return None, None
+    return t, result
+
+
+# -- checking -----------------------------------------------------------------------------
+
+
+def mismatch(got: list[Any], want: list[Any]) -> str:
+    """A short reason why *got* is not *want*."""
+    for i, (g, w) in enumerate(zip(got, want)):
+        if g != w:
+            for field, a, b in zip(("event", "data", "id"), g, w):
+                if a != b:
+                    return f"event {i}: {field} {a!r:.40} (want {b!r:.40})"
+    return f"{len(got)} events (want {len(want)})"
+
+
+def check(adapter: peers.Adapter, chunks: list[bytes], truth: list[Any]) -> Optional[str]:
+    """None if *adapter* parses *chunks* into *truth*, else why not."""
+    try:
+        got = adapter.normalize(adapter.run(chunks))
+    except Exception as exc:  # a parser that raises is WRONG, not fatal
+        return f"raised {type(exc).__name__}: {exc}"[:100]
+    return None if got == truth else mismatch(got, truth)
+
+
+# -- table 1: throughput ------------------------------------------------------------------
+
+
+def throughput(adapters: list[peers.Adapter], repeats: int) -> list[Row]:
+    rows: list[Row] = []
+    for c in corpus.corpora():
+        chunks = corpus.chunked(c.data, CHUNK)
+        truth = list(c.events)
+        info = {"corpus": c.name, "bytes": len(c.data), "events": len(truth),
+                "chunks": len(chunks)}
+        timed: dict[str, Callable[[], object]] = {
+            "limit row": lambda chunks=chunks, sep=c.sep: peers.limit_row(chunks, sep)}
+        wrong: dict[str, str] = {}
+        for a in adapters:
+            why = check(a, chunks, truth)
+            if why is None:
+                timed[a.name] = lambda run=a.run, chunks=chunks: run(chunks)
+            else:
+                wrong[a.name] = why
+        best = dict.fromkeys(timed, math.inf)
+        for _ in range(repeats):
+            for name, fn in timed.items():
+                best[name] = min(best[name], time_once(fn))
+        for name in ["limit row", *(a.name for a in adapters)]:
+            row: Row = {**info, "parser": name}
+            if name in wrong:
+                row["wrong"] = wrong[name]
+            else:
+                t = best[name]
+                row.update(seconds=t, mb_s=len(c.data) / t / 1e6, events_s=len(truth) / t,
+                           x_limit=best["limit row"] / t)
+                if "alltoken" in best:
+                    row["x_alltoken"] = best["alltoken"] / t
+            rows.append(row)
+    return rows
+
+
+# -- table 2: 1-byte feeding --------------------------------------------------------------
+
+
+def call_floor(chunks: list[bytes], sep: bytes) -> list[bytes]:
+    """The least one Python-level operation per chunk can cost: ``bytearray +=`` each
+    chunk, then one split. The floor row of table 2."""
+    buf = bytearray()
+    for chunk in chunks:
+        buf += chunk
+    return bytes(buf).split(sep)
+
+
+def bytewise(adapters: list[peers.Adapter], budget: float, repeats: int,
+             sizes: tuple[int, ...]) -> list[Row]:
+    """Table 2. For each parser, *repeats* rounds over the cases (each case once a round,
+    so that a burst of load elsewhere spreads over the sizes); a cell's runs stay within
+    *budget* seconds, and a case is not started when the smaller ones project it over."""
+    cases = [corpus.large_corpus(), *(corpus.one_line_corpus(s) for s in sizes)]
+    fed = [(c, corpus.chunked(c.data, 1)) for c in cases]
+    entries: list[tuple[str, Callable[[list[bytes], bytes], Any],
+                        Optional[Callable[[Any], Any]]]] = [
+        ("call floor", call_floor, None),
+        *((a.name, lambda ch, sep, run=a.run: run(ch), a.normalize) for a in adapters),
+    ]
+    out: list[Row] = []
+    for name, run, normalize in entries:
+        rows = [{"parser": name, "case": c.name, "bytes": len(c.data)} for c, _ in fed]
+        spent = [0.0] * len(fed)
+        best = [math.inf] * len(fed)
+        for rnd in range(repeats):
+            measured: list[tuple[int, float]] = []  # (bytes, best seconds), one-line cases
+            stopped = ""
+            for i, (c, chunks) in enumerate(fed):
+                row = rows[i]
+                one_line = c.name.startswith("one line")
+                if rnd == 0:
+                    if one_line and stopped:
+                        row.update(status="timed out", why=stopped)
+                        continue
+                    if one_line and measured:
+                        k = max(1.0, _exponent(measured[-2:]) or 1.0)
+                        (s0, t0) = measured[-1]
+                        projected = t0 * (len(c.data) / s0) ** k
+                        if projected > budget:
+                            stopped = f"projected {projected:.1f} s > {budget:g} s budget"
+                            row.update(status="timed out", why=stopped)
+                            continue
+                elif row["status"] != "ok" or spent[i] + best[i] > budget:
+                    continue
+                t, result = time_capped(lambda run=run, ch=chunks, sep=c.sep: run(ch, sep),
+                                        budget - spent[i])
+                if t is None:
+                    if rnd == 0:
+                        row.update(status="timed out", why=f"stopped at the {budget:g} s "
+                                   "budget")
+                        if one_line:
+                            stopped = f"a smaller size ran over the {budget:g} s budget"
+                            row["bound"] = True
+                    continue
+                if rnd == 0:
+                    got = normalize(result) if normalize is not None else None
+                    if got is not None and got != list(c.events):
+                        row.update(status="wrong", wrong=mismatch(got, list(c.events)))
+                        continue
+                    row["status"] = "ok"
+                del result
+                spent[i] += t
+                best[i] = min(best[i], t)
+                row.update(seconds=best[i], mb_s=len(c.data) / best[i] / 1e6, runs=rnd + 1)
+                if one_line:
+                    measured.append((len(c.data), best[i]))
+        points = [(r["bytes"], r["seconds"]) for r in rows
+                  if r["case"].startswith("one line") and r["status"] == "ok"]
+        bound = next(((r["bytes"], budget) for r in rows if r.get("bound")), None)
+        k_min = _exponent([points[-1], bound]) if points and bound else None
+        out += rows
+        out.append({"parser": name, "case": "growth", "k": _exponent(points),
+                    "k_at_least": k_min,
+                    "timed_out": any(r["status"] == "timed out" for r in rows[1:])})
     return out
 
 
-def parse_limit(chunks: list[bytes], sep: bytes) -> list[bytes]:
-    return [e.removeprefix(b"data: ") for e in b"".join(chunks).split(sep)]
+def _exponent(points: list[tuple[int, float]]) -> Optional[float]:
+    """k in time ~ size**k: the least-squares slope of log time over log size."""
+    if len(points) < 2:
+        return None
+    xs = [math.log(s) for s, _ in points]
+    ys = [math.log(t) for _, t in points]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    return (sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+            / sum((x - mx) ** 2 for x in xs))
 
 
-def peer_parsers() -> dict[str, Parser]:
-    parsers: dict[str, Parser] = {}
-    try:
-        from httpx_sse._decoders import SSEDecoder as HxDecoder
-        from httpx_sse._decoders import SSELineDecoder
-
-        def parse_httpx_sse(chunks: list[bytes]) -> Events:
-            text = codecs.getincrementaldecoder("utf-8")("replace")
-            lines, dec, out = SSELineDecoder(), HxDecoder(), []
-            for c in chunks:
-                for line in lines.decode(text.decode(c)):
-                    sse = dec.decode(line)
-                    if sse is not None:
-                        out.append((sse.event or "message", sse.data))
-            return out
-
-        parsers["httpx-sse"] = parse_httpx_sse
-    except ImportError:
-        pass
-    try:
-        from openai._streaming import SSEDecoder as OpenAIDecoder
-
-        def parse_openai(chunks: list[bytes]) -> Events:
-            return [(e.event or "message", e.data)
-                    for e in OpenAIDecoder().iter_bytes(iter(chunks))]
-
-        parsers["openai"] = parse_openai
-    except ImportError:
-        pass
-    try:
-        import sseclient
-
-        def parse_sseclient(chunks: list[bytes]) -> Events:
-            return [(e.event or "message", e.data)
-                    for e in sseclient.SSEClient(iter(chunks)).events()]
-
-        parsers["sseclient-py"] = parse_sseclient
-    except ImportError:
-        pass
-    try:
-        from ld_eventsource.actions import Event as LdEvent
-        from ld_eventsource.reader import _BufferedLineReader, _SSEReader
-
-        def parse_launchdarkly(chunks: list[bytes]) -> Events:
-            reader = _SSEReader(_BufferedLineReader.lines_from(iter(chunks)))
-            return [(e.event, e.data) for e in reader.events_and_comments()
-                    if isinstance(e, LdEvent)]
-
-        parsers["launchdarkly"] = parse_launchdarkly
-    except ImportError:
-        pass
-    return parsers
+def growth(r: Row) -> str:
+    """A growth row in words: linear, superlinear or QUADRATIC, and the exponent."""
+    k, k_min = r["k"], r["k_at_least"]
+    if k_min is not None and (k is None or k_min > k):
+        # The run that was stopped tells more than the smaller sizes: a lower bound.
+        word = "QUADRATIC" if k_min >= 1.6 else "superlinear" if k_min >= 1.25 else "slow"
+        return f"{word} (k>{k_min:.2f}), timed out"
+    if k is None:
+        return "timed out" if r["timed_out"] else "-"
+    word = "linear" if k < 1.25 else "QUADRATIC" if k >= 1.6 else "superlinear"
+    return f"{word} (k={k:.2f})" + (", timed out" if r["timed_out"] else "")
 
 
-def best_time(fn: Callable[[], object], repeats: int) -> float:
-    best = float("inf")
-    gc.disable()
-    try:
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            best = min(best, time.perf_counter() - t0)
-    finally:
-        gc.enable()
-    return best
+# -- output -------------------------------------------------------------------------------
 
 
-def throughput(parsers: dict[str, Parser], repeats: int) -> list[dict[str, object]]:
-    rows: list[dict[str, object]] = []
-    cases = [("chat LF", corpus.chat_stream(), b"\n\n"),
-             ("chat CRLF", corpus.chat_stream(eol=b"\r\n"), b"\r\n\r\n"),
-             ("large events", corpus.large_events(), b"\n\n")]
-    for name, data, sep in cases:
-        chunks = corpus.chunked(data)
-        expected = parse_alltoken(chunks)
-        limit = best_time(lambda c=chunks, s=sep: parse_limit(c, s), repeats)
-        rows.append({"corpus": name, "parser": "limit row", "mb_s": len(data) / limit / 1e6,
-                     "events_s": len(expected) / limit, "ratio": 1.0})
-        for pname, parse in parsers.items():
-            got = parse(chunks)
-            if got != expected:
-                why = f"{len(got)} events vs {len(expected)}"
-                if len(got) == len(expected):
-                    bad = next(i for i, (a, b) in enumerate(zip(got, expected)) if a != b)
-                    why = f"event {bad} differs: {got[bad]!r:.60} vs {expected[bad]!r:.60}"
-                rows.append({"corpus": name, "parser": pname, "wrong": why})
-                continue
-            t = best_time(lambda p=parse, c=chunks: p(c), repeats)  # type: ignore[misc]
-            rows.append({"corpus": name, "parser": pname, "mb_s": len(data) / t / 1e6,
-                         "events_s": len(expected) / t, "ratio": limit / t})
-    return rows
-
-
-def bytewise(parsers: dict[str, Parser], budget: float) -> list[dict[str, object]]:
-    rows: list[dict[str, object]] = []
-    sizes = (16384, 65536, 262144)
-    for pname, parse in parsers.items():
-        slow = False
-        for size in sizes:
-            data = corpus.large_event(size, line=size)  # one long data line
-            chunks = [data[i : i + 1] for i in range(len(data))]
-            if slow:
-                rows.append({"parser": pname, "size": size, "skipped": "over budget"})
-                continue
-            t0 = time.perf_counter()
-            got = parse(chunks)
-            t = time.perf_counter() - t0
-            ok = len(got) == 1 and len(got[0][1]) == size
-            rows.append({"parser": pname, "size": size, "mb_s": len(data) / t / 1e6,
-                         "ok": ok})
-            slow = t > budget
-    return rows
-
-
-def print_tables(rows: list[dict[str, object]], byte_rows: list[dict[str, object]]) -> None:
-    print(f"{'corpus':<14}{'parser':<14}{'MB/s':>9}{'events/s':>12}{'x limit':>9}")
+def print_report(meta: dict[str, Any], rows: list[Row], byte_rows: list[Row]) -> None:
+    print(f"SSE parse benchmark: Python {meta['python']} ({meta['implementation']}), "
+          f"{meta['platform']}, {meta['cpus']} CPUs, alltoken {meta['alltoken']}")
+    print(f"Best of {meta['repeats']} runs per parser, gc off during a run, a fresh parser "
+          "each run, runs interleaved across parsers.\nThe machine may be shared: absolute "
+          "figures are noisy; ratios within one run are the stable part.\n")
+    print(f"Table 1 - parse throughput, {CHUNK}-byte chunks (x limit: the limit row's time "
+          "over the parser's;\nx alltoken: alltoken's time over the parser's)")
+    head = f"  {'parser':<14}{'MB/s':>9}{'events/s':>13}{'x limit':>10}{'x alltoken':>12}"
+    current = None
     for r in rows:
+        if r["corpus"] != current:
+            current = r["corpus"]
+            print(f"\n{current}: {r['bytes']:,} bytes, {r['events']:,} events, "
+                  f"{r['chunks']:,} chunks")
+            print(head)
         if "wrong" in r:
-            print(f"{r['corpus']:<14}{r['parser']:<14}  WRONG: {r['wrong']}")
+            print(f"  {r['parser']:<14}  WRONG: {r['wrong']}")
             continue
-        print(f"{r['corpus']:<14}{r['parser']:<14}{r['mb_s']:>9.1f}{r['events_s']:>12,.0f}"
-              f"{r['ratio']:>9.2f}")
-    print("\none event fed 1 byte per feed (MB/s; falling with size = quadratic)")
-    by_parser: dict[str, list[str]] = {}
+        xa = f"{r['x_alltoken']:.2f}" if "x_alltoken" in r else "-"
+        print(f"  {r['parser']:<14}{r['mb_s']:>9.1f}{r['events_s']:>13,.0f}"
+              f"{r['x_limit']:>10.2f}{xa:>12}")
+
+    n = meta["byte_repeats"]
+    print(f"\nTable 2 - 1-byte feeding: one feed per byte, MB/s (best of up to {n} "
+          f"run{'s' if n != 1 else ''} within {meta['budget_s']:g} s a cell)")
+    cases = list(dict.fromkeys(r["case"] for r in byte_rows if r["case"] != "growth"))
+    labels = [c.replace("one line ", "") + (" line" if c.startswith("one") else "")
+              for c in cases]
+    print(f"  {'parser':<14}" + "".join(f"{lab:>14}" for lab in labels) + "   growth")
+    by_parser: dict[str, list[Row]] = {}
     for r in byte_rows:
-        cell = ("skipped" if "skipped" in r else
-                f"{r['mb_s']:.2f}" + ("" if r["ok"] else " WRONG"))
-        by_parser.setdefault(str(r["parser"]), []).append(cell)
-    sizes = sorted({int(r["size"]) for r in byte_rows})  # type: ignore[call-overload]
-    print(f"{'parser':<14}" + "".join(f"{s // 1024:>9} KiB" for s in sizes))
-    for pname, cells in by_parser.items():
-        print(f"{pname:<14}" + "".join(f"{c:>13}" for c in cells))
-
-
-def ensure_peer_venv() -> Optional[str]:
-    """The python of benchmarks/.venv with the peers installed, made on first use."""
-    venv = HERE / ".venv"
-    python = venv / "bin" / "python"
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    probe = "import openai, httpx_sse, sseclient, ld_eventsource, requests"
-    if subprocess.run([str(python), "-c", probe], capture_output=True).returncode != 0:
-        rc = subprocess.run([str(python), "-m", "pip", "install", "-q", "openai", "httpx",
-                             "httpx-sse", "requests", "sseclient-py",
-                             "launchdarkly-eventsource"]).returncode
-        if rc != 0:
-            return None
-    return str(python)
+        by_parser.setdefault(r["parser"], []).append(r)
+    for name, prow in by_parser.items():
+        cells = []
+        verdict = ""
+        for r in prow:
+            if r["case"] == "growth":
+                verdict = growth(r) if name != "call floor" else ""
+            elif r["status"] == "ok":
+                cells.append(f"{r['mb_s']:.2f}")
+            elif r["status"] == "wrong":
+                cells.append("WRONG")
+            else:
+                cells.append("timed out")
+        print(f"  {name:<14}" + "".join(f"{c:>14}" for c in cells) + f"   {verdict}")
+    for r in byte_rows:
+        if r.get("status") == "wrong":
+            print(f"  WRONG: {r['parser']} on {r['case']}: {r['wrong']}")
+    if meta["peers_missing"]:
+        print("\nPeers not measured:")
+        for name, why in meta["peers_missing"].items():
+            print(f"  {name}: {why}")
+    if meta["peer_versions"]:
+        print("\nPeers: " + ", ".join(meta["peer_versions"]))
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    """Run the benchmark; *argv* as on the command line. Returns the exit status."""
+    args_in = sys.argv[1:] if argv is None else list(argv)
     p = argparse.ArgumentParser(prog="bench_sse", description=__doc__.split("\n")[0])
-    p.add_argument("--peers", action="store_true", help="include the peers' parsers")
-    p.add_argument("--quick", action="store_true", help="fewer repeats")
-    p.add_argument("--json", default=str(HERE / "results" / "sse.json"), help="output file")
-    args = p.parse_args(argv)
-    if args.peers and not os.environ.get("ALLTOKEN_BENCH_IN_VENV"):
-        python = ensure_peer_venv()
-        if python is None:
-            print("peers could not be installed; running without them", file=sys.stderr)
-        else:
-            env = dict(os.environ, ALLTOKEN_BENCH_IN_VENV="1")
-            return subprocess.run([python, __file__, *(argv or sys.argv[1:])],
-                                  env=env).returncode
-    parsers: dict[str, Parser] = {"alltoken": parse_alltoken, "naive loop": parse_naive}
-    if args.peers:
-        parsers.update(peer_parsers())
-    repeats = 3 if args.quick else 15
-    print(f"Python {sys.version.split()[0]}, {repeats} repeats, 1460-byte chunks\n")
-    rows = throughput(parsers, repeats)
-    byte_rows = bytewise(parsers, budget=0.5 if args.quick else 3.0)
-    print_tables(rows, byte_rows)
+    p.add_argument("--peers", action="store_true",
+                   help="include the peers' parsers (installs them into benchmarks/.venv "
+                        "once and re-runs there)")
+    p.add_argument("--quick", action="store_true", help="fewer repeats, smaller budget")
+    p.add_argument("--repeats", type=int, help=f"runs per parser (default {REPEATS})")
+    p.add_argument("--budget", type=float,
+                   help=f"seconds per 1-byte-feeding cell (default {BUDGET:g})")
+    p.add_argument("--json", default=str(HERE / "results" / "sse.json"),
+                   help="where to write the results (default: %(default)s)")
+    args = p.parse_args(args_in)
+
+    note = ""
+    if args.peers and not peers.in_venv():
+        vpy = peers.setup()
+        if vpy is not None:
+            print(f"(re-running under {vpy})\n", flush=True)
+            return subprocess.run([str(vpy), str(Path(__file__).resolve()), *args_in]
+                                  ).returncode
+        note = "the peers' venv could not be built: running without peers"
+        print(f"bench_sse: {note}", file=sys.stderr)
+        args.peers = False
+
+    repeats = args.repeats or (QUICK_REPEATS if args.quick else REPEATS)
+    budget = args.budget or (QUICK_BUDGET if args.quick else BUDGET)
+    sizes = ONE_LINE_SIZES[:3] if args.quick else ONE_LINE_SIZES
+    adapters, missing = peers.adapters(peers=args.peers)
+    if not args.peers:
+        missing = {"all": note or "not requested (--peers)"}
+    meta: dict[str, Any] = {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(terse=True),
+        "cpus": os.cpu_count(),
+        "alltoken": alltoken.__version__,
+        "repeats": repeats,
+        "byte_repeats": 1 if args.quick else BYTE_REPEATS,
+        "budget_s": budget,
+        "chunk_bytes": CHUNK,
+        "peer_versions": [a.version for a in adapters if a.version],
+        "peers_missing": missing,
+    }
+    rows = throughput(adapters, repeats)
+    byte_rows = bytewise(adapters, budget, meta["byte_repeats"], sizes)
+    print_report(meta, rows, byte_rows)
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"python": sys.version, "throughput": rows,
-                               "bytewise": byte_rows}, indent=1))
+    out.write_text(json.dumps({"meta": meta, "throughput": rows, "bytewise": byte_rows},
+                              indent=1) + "\n")
+    print(f"\nwrote {out}")
     return 0
 
 

@@ -5,15 +5,24 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import select
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
 
 import pytest
 
 from alltoken import testing as t
 from alltoken.sse import Comment, ServerSentEvent, SSEDecoder
+
+# -- helpers -------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -22,233 +31,808 @@ def server() -> Iterator[t.LocalServer]:
         yield srv
 
 
+def connect(server: t.LocalServer) -> http.client.HTTPConnection:
+    return http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+
+
 def post(server: t.LocalServer, body: object, path: str = "/v1/chat/completions",
-         headers: dict[str, str] | None = None) -> tuple[http.client.HTTPResponse, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
-    conn.request("POST", path, json.dumps(body).encode(),
-                 {"Content-Type": "application/json", **(headers or {})})
-    resp = conn.getresponse()
-    data = resp.read()
-    conn.close()
-    return resp, data
+         headers: dict[str, str] | None = None,
+         method: str = "POST") -> tuple[http.client.HTTPResponse, bytes]:
+    conn = connect(server)
+    try:
+        conn.request(method, path, json.dumps(body).encode(),
+                     {"Content-Type": "application/json", **(headers or {})})
+        resp = conn.getresponse()
+        return resp, resp.read()
+    finally:
+        conn.close()
 
 
-def raw_exchange(server: t.LocalServer, body: bytes = b'{"stream": true}') -> bytes:
+def request_bytes(body: bytes = b'{"stream": true}', *, version: str = "HTTP/1.1",
+                  close: bool = True) -> bytes:
+    return (b"POST /v1/chat/completions %s\r\nHost: x\r\n%sContent-Length: %d\r\n\r\n%s"
+            % (version.encode(), b"Connection: close\r\n" if close else b"", len(body), body))
+
+
+def read_all(s: socket.socket) -> bytes:
+    """Every byte until the peer closes (a reset ends the read like a close)."""
+    out = b""
+    while True:
+        try:
+            piece = s.recv(65536)
+        except ConnectionResetError:
+            return out
+        if not piece:
+            return out
+        out += piece
+
+
+def recv_until(s: socket.socket, marker: bytes) -> bytes:
+    out = b""
+    while marker not in out:
+        piece = s.recv(65536)
+        assert piece, f"closed before {marker!r}; got {out!r}"
+        out += piece
+    return out
+
+
+def raw_exchange(server: t.LocalServer, body: bytes = b'{"stream": true}', *,
+                 version: str = "HTTP/1.1") -> bytes:
     """Send one request on a raw socket; return every byte until the server closes."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
-        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-                  b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
-        out = b""
-        while True:
-            try:
-                piece = s.recv(65536)
-            except ConnectionResetError:
-                break
-            if not piece:
-                break
-            out += piece
-        return out
+        s.sendall(request_bytes(body, version=version))
+        return read_all(s)
 
 
-def events(data: bytes) -> list[object]:
+def split_response(wire: bytes) -> tuple[dict[str, str], bytes]:
+    head, _, body = wire.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return headers, body
+
+
+def dechunk(body: bytes) -> tuple[list[bytes], bool]:
+    """Strictly parse a chunked body: (chunk payloads, whether the 0-chunk ended it)."""
+    chunks: list[bytes] = []
+    pos = 0
+    while pos < len(body):
+        eol = body.index(b"\r\n", pos)
+        size = int(body[pos:eol], 16)
+        pos = eol + 2
+        if size == 0:
+            assert body[pos:] == b"\r\n"
+            return chunks, True
+        chunks.append(body[pos : pos + size])
+        assert body[pos + size : pos + size + 2] == b"\r\n"
+        pos += size + 2
+    return chunks, False
+
+
+def stream_body(server: t.LocalServer, *steps: t.Step, **options: Any) -> bytes:
+    """The de-chunked body of a StreamReply of *steps*, which must end cleanly."""
+    server.enqueue(t.StreamReply(list(steps), **options))
+    headers, body = split_response(raw_exchange(server))
+    assert headers["transfer-encoding"] == "chunked"
+    chunks, ended = dechunk(body)
+    assert ended
+    return b"".join(chunks)
+
+
+def events(data: bytes) -> list[ServerSentEvent | Comment]:
     d = SSEDecoder()
     return d.feed(data) + d.end()
 
 
-class TestStreamReply:
-    def test_steps_become_openai_shaped_chunks(self, server: t.LocalServer) -> None:
-        server.enqueue(t.StreamReply([t.role(), t.reasoning("r"), t.content("c"),
-                                      t.tool_call(0, id="call", name="f", arguments="{}"),
-                                      t.finish("stop"), t.usage(2, 3), t.done(),
-                                      t.cost("0.5")]))
-        resp, body = post(server, {"model": "mdl", "stream": True})
-        assert resp.status == 200
-        assert resp.getheader("content-type") == "text/event-stream"
-        assert resp.getheader("x-request-id") == "req-local-1"
-        items = events(body)
-        chunks = [json.loads(e.data) for e in items
-                  if isinstance(e, ServerSentEvent) and e.data != "[DONE]"]
-        deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
-        assert deltas[1] == {"reasoning_content": "r"} and deltas[2] == {"content": "c"}
-        assert deltas[3]["tool_calls"] == [{"index": 0, "id": "call", "type": "function",
-                                            "function": {"name": "f", "arguments": "{}"}}]
-        assert all(c["model"] == "mdl" and c["object"] == "chat.completion.chunk"
-                   for c in chunks)
-        assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["total_tokens"] == 5
-        assert items[-2] == ServerSentEvent("[DONE]")
-        assert isinstance(items[-1], Comment) and json.loads(items[-1].text)["cost"] == "0.5"
+def chunk_objects(items: list[ServerSentEvent | Comment]) -> list[Any]:
+    return [json.loads(e.data) for e in items
+            if isinstance(e, ServerSentEvent) and e.data != "[DONE]"]
 
-    @pytest.mark.parametrize("eol", ["\r\n", "\r"])
-    def test_eol_is_applied_to_every_line(self, server: t.LocalServer, eol: str) -> None:
-        server.enqueue(t.StreamReply([t.content("a"), t.comment("k"), t.done()], eol=eol))
-        _, body = post(server, {"stream": True})
-        assert body.count(eol.encode()) >= 5 and (eol == "\r\n" or b"\n" not in body)
 
-    def test_write_size_one_sends_one_byte_chunks(self, server: t.LocalServer) -> None:
-        server.enqueue(t.StreamReply([t.data("ab")], write_size=1))
-        wire = raw_exchange(server)
-        body = wire.split(b"\r\n\r\n", 1)[1]
-        assert body == b"".join(b"1\r\n%s\r\n" % bytes([c]) for c in b"data: ab\n\n") + \
-            b"0\r\n\r\n"
+def one_chunk(server: t.LocalServer, step: t.Step, model: str = "m") -> Any:
+    server.enqueue(t.StreamReply([step]))
+    _, body = post(server, {"model": model, "stream": True})
+    (obj,) = chunk_objects(events(body))
+    return obj
 
-    def test_unchunked_reply_ends_at_close(self, server: t.LocalServer) -> None:
-        server.enqueue(t.StreamReply([t.done()], chunked=False))
-        wire = raw_exchange(server)
-        head, body = wire.split(b"\r\n\r\n", 1)
-        assert b"transfer-encoding" not in head.lower() and b"connection: close" in head.lower()
-        assert body == b"data: [DONE]\n\n"
+
+# -- steps ---------------------------------------------------------------------------
+
+
+class TestChunkSteps:
+    def test_content_is_an_openai_shaped_chunk(self, server: t.LocalServer) -> None:
+        obj = one_chunk(server, t.content("Hi"), model="mdl")
+        assert obj["id"] == "chatcmpl-local" and obj["object"] == "chat.completion.chunk"
+        assert isinstance(obj["created"], int) and obj["model"] == "mdl"
+        assert obj["choices"] == [{"index": 0, "delta": {"content": "Hi"},
+                                   "finish_reason": None}]
+
+    def test_reasoning_sets_reasoning_content(self, server: t.LocalServer) -> None:
+        obj = one_chunk(server, t.reasoning("hmm"))
+        assert obj["choices"][0]["delta"] == {"reasoning_content": "hmm"}
+
+    def test_role_opens_with_an_empty_content(self, server: t.LocalServer) -> None:
+        assert one_chunk(server, t.role())["choices"][0]["delta"] == {
+            "role": "assistant", "content": ""}
+        assert one_chunk(server, t.role(role="tool"))["choices"][0]["delta"]["role"] == "tool"
+
+    def test_tool_call_with_every_field(self, server: t.LocalServer) -> None:
+        obj = one_chunk(server, t.tool_call(0, id="call_1", name="f", arguments='{"a"'))
+        assert obj["choices"][0]["delta"] == {"tool_calls": [
+            {"index": 0, "id": "call_1", "type": "function",
+             "function": {"name": "f", "arguments": '{"a"'}}]}
+
+    def test_tool_call_omits_fields_left_none(self, server: t.LocalServer) -> None:
+        args_only = one_chunk(server, t.tool_call(1, arguments=": 1}"))
+        id_only = one_chunk(server, t.tool_call(2, id="c"))
+        assert args_only["choices"][0]["delta"]["tool_calls"] == [
+            {"index": 1, "function": {"arguments": ": 1}"}}]
+        assert id_only["choices"][0]["delta"]["tool_calls"] == [
+            {"index": 2, "id": "c", "type": "function"}]
+
+    def test_finish_has_an_empty_delta_and_the_reason(self, server: t.LocalServer) -> None:
+        obj = one_chunk(server, t.finish("length"))
+        assert obj["choices"] == [{"index": 0, "delta": {}, "finish_reason": "length"}]
+
+    def test_usage_is_a_chunk_without_choices(self, server: t.LocalServer) -> None:
+        obj = one_chunk(server, t.usage(7, 8))
+        assert obj["choices"] == [] and obj["model"] == "m"
+        assert obj["usage"] == {"prompt_tokens": 7, "completion_tokens": 8, "total_tokens": 15}
+
+    def test_chunk_sends_its_object_verbatim(self, server: t.LocalServer) -> None:
+        obj = {"choices": [{"delta": {"content": "x"}}], "extra": [1, None]}
+        assert one_chunk(server, t.chunk(obj)) == obj  # no model, id or created added
+
+    def test_model_comes_from_the_reply_then_the_request_then_the_server(self) -> None:
+        with t.LocalServer(pace=0, model="srv") as srv:
+            srv.enqueue(t.StreamReply([t.content("a")], model="reply"),
+                        t.StreamReply([t.content("a")]), t.StreamReply([t.content("a")]))
+            models = [chunk_objects(events(post(srv, body)[1]))[0]["model"]
+                      for body in ({"model": "req"}, {"model": "req"}, {})]
+        assert models == ["reply", "req", "srv"]
+
+
+class TestEventSteps:
+    def test_each_step_is_exactly_its_encoded_bytes(self, server: t.LocalServer) -> None:
+        body = stream_body(server, t.data("{not json"), t.comment(), t.comment(""), t.done(),
+                           t.raw(b"data: x\r\n\r\n"))
+        assert body == (b"data: {not json\n\n: keep-alive\n:\ndata: [DONE]\n\n"
+                        b"data: x\r\n\r\n")
+
+    def test_data_with_a_line_feed_is_two_data_lines(self, server: t.LocalServer) -> None:
+        body = stream_body(server, t.data("a\nb"))
+        assert body == b"data: a\ndata: b\n\n"
+        assert events(body) == [ServerSentEvent("a\nb")]
+
+    @pytest.mark.parametrize("make", [lambda: t.data("a\rb"), lambda: t.comment("a\nb")])
+    def test_unencodable_values_fail_when_the_step_is_built(self, make: Any) -> None:
+        with pytest.raises(ValueError):
+            make()
+
+    def test_cost_is_the_compact_json_comment(self, server: t.LocalServer) -> None:
+        body = stream_body(server, t.done(), t.cost())
+        assert body.endswith(b'\n: {"cost":"0.0012","input_price":"0.0003",'
+                             b'"output_price":"0.0009","prompt_tokens":15,'
+                             b'"completion_tokens":42}\n')
+        item = events(body)[-1]
+        assert isinstance(item, Comment) and json.loads(item.text)["cost"] == "0.0012"
 
     def test_cost_without_final_newline_ends_the_body_there(self, server: t.LocalServer) -> None:
-        server.enqueue(t.StreamReply([t.done(), t.cost("1", final_newline=False)]))
-        _, body = post(server, {"stream": True})
+        body = stream_body(server, t.done(), t.cost("1", final_newline=False), t.content("x"))
         assert body.endswith(b'"completion_tokens":42}')
+        assert b'"content"' not in body
+
+    def test_error_event_shapes(self, server: t.LocalServer) -> None:
+        body = stream_body(server, t.error_event(),
+                           t.error_event(None, "boom", None), t.error_event("overloaded"))
+        errors = [json.loads(e.data) for e in events(body) if isinstance(e, ServerSentEvent)]
+        assert errors == [
+            {"error": {"message": "Rate limit exceeded", "type": "rate_limit_error",
+                       "code": 429}},
+            {"error": {"message": "boom"}},
+            {"error": {"message": "Rate limit exceeded", "type": "rate_limit_error",
+                       "code": "overloaded"}}]
+
+    def test_end_finishes_cleanly_and_skips_the_rest(self, server: t.LocalServer) -> None:
+        body = stream_body(server, t.content("a"), t.end(), t.content("b"), t.done())
+        assert b'"a"' in body and b'"b"' not in body and b"[DONE]" not in body
+
+    def test_steps_running_out_finish_the_body_cleanly(self, server: t.LocalServer) -> None:
+        assert stream_body(server, t.content("a")).startswith(b"data: {")
+        assert stream_body(server) == b""
+
+    def test_sleep_holds_the_next_bytes_for_its_duration(self, server: t.LocalServer) -> None:
+        server.enqueue(t.StreamReply([t.content("a"), t.sleep(0.2), t.content("b")]))
+        conn = connect(server)
+        started = time.monotonic()
+        conn.request("POST", "/v1/chat/completions", b"{}")
+        resp = conn.getresponse()
+        first = resp.read1(65536)
+        assert b'"a"' in first and b'"b"' not in first
+        assert b'"b"' in resp.read()
+        assert time.monotonic() - started >= 0.2
+        conn.close()
 
     def test_wait_holds_the_stream_until_the_gate_opens(self, server: t.LocalServer) -> None:
         gate = threading.Event()
         server.enqueue(t.StreamReply([t.content("a"), t.wait(gate), t.content("b"), t.done()]))
-        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
-        conn.request("POST", "/v1/chat/completions", b'{"stream": true}')
-        resp = conn.getresponse()
-        first = resp.read1(65536)
-        assert b'"a"' in first and b'"b"' not in first
-        gate.set()
-        rest = resp.read()
-        assert b'"b"' in rest
-        conn.close()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            s.sendall(request_bytes())
+            first = recv_until(s, b'"a"')
+            assert not select.select([s], [], [], 0.05)[0]  # nothing more while gated
+            gate.set()
+            rest = read_all(s)
+        assert b'"b"' not in first and b'"b"' in rest and rest.endswith(b"0\r\n\r\n")
 
-    def test_drop_leaves_the_chunked_body_unfinished(self, server: t.LocalServer) -> None:
-        server.enqueue(t.StreamReply([t.content("a"), t.drop()]))
-        wire = raw_exchange(server)
-        assert b'"a"' in wire and not wire.endswith(b"0\r\n\r\n")
-
-    def test_bad_chunk_size_and_truncated_chunk(self, server: t.LocalServer) -> None:
-        server.enqueue(t.StreamReply([t.bad_chunk_size()]),
-                       t.StreamReply([t.truncated_chunk()]))
-        assert raw_exchange(server).endswith(b"\r\n\r\nzz\r\n")
-        assert raw_exchange(server).endswith(b"100\r\nshort")
+    def test_wait_gives_up_after_its_timeout(self, server: t.LocalServer) -> None:
+        body = stream_body(server, t.wait(threading.Event(), timeout=0.01), t.content("b"))
+        assert b'"b"' in body
 
 
-class TestOtherReplies:
-    def test_error_reply_json_with_headers(self, server: t.LocalServer) -> None:
+# -- framing -------------------------------------------------------------------------
+
+
+class TestFraming:
+    def test_headers_of_a_stream(self, server: t.LocalServer) -> None:
+        server.enqueue(t.StreamReply([t.done()], status=201, headers={"X-Extra": "1"},
+                                     content_type="text/plain", request_id="rid"))
+        resp, _ = post(server, {})
+        assert resp.status == 201 and resp.getheader("content-type") == "text/plain"
+        assert resp.getheader("x-request-id") == "rid" and resp.getheader("x-extra") == "1"
+        assert resp.getheader("transfer-encoding") == "chunked"
+        assert resp.getheader("cache-control") == "no-cache"
+
+    def test_request_id_none_sends_no_header(self, server: t.LocalServer) -> None:
+        server.enqueue(t.StreamReply([t.done()], request_id=None))
+        resp, _ = post(server, {})
+        assert resp.getheader("x-request-id") is None
+
+    def test_each_step_is_one_chunk_by_default(self, server: t.LocalServer) -> None:
+        steps = [t.content("a"), t.comment("k"), t.raw(b"xyz"), t.done()]
+        server.enqueue(t.StreamReply(steps))
+        chunks, ended = dechunk(split_response(raw_exchange(server))[1])
+        assert ended and len(chunks) == 4
+        assert chunks[1:] == [b": k\n", b"xyz", b"data: [DONE]\n\n"]
+
+    def test_write_size_one_sends_one_byte_chunks(self, server: t.LocalServer) -> None:
+        server.enqueue(t.StreamReply([t.data("ab"), t.raw(b"\xe2\x82\xac")], write_size=1))
+        body = split_response(raw_exchange(server))[1]
+        expected = b"data: ab\n\n\xe2\x82\xac"
+        assert body == b"".join(b"1\r\n%s\r\n" % bytes([c]) for c in expected) + b"0\r\n\r\n"
+
+    def test_write_size_splits_each_step_into_pieces(self, server: t.LocalServer) -> None:
+        server.enqueue(t.StreamReply([t.data("abcdefg"), t.done()], write_size=4))
+        chunks, ended = dechunk(split_response(raw_exchange(server))[1])
+        assert ended and all(len(c) <= 4 for c in chunks)
+        assert b"".join(chunks) == b"data: abcdefg\n\ndata: [DONE]\n\n"
+
+    @pytest.mark.parametrize("eol", ["\n", "\r\n", "\r"])
+    def test_eol_is_applied_to_every_line_but_raw_bytes(self, server: t.LocalServer,
+                                                        eol: str) -> None:
+        steps = [t.content("a"), t.comment("k"), t.data("x\ny"), t.done(),
+                 t.cost(), t.raw(b"\n")]
+        body = stream_body(server, *steps, eol=eol)
+        lf_body = stream_body(server, *steps)
+        assert body == lf_body[:-1].replace(b"\n", eol.encode()) + b"\n"
+        assert events(body) == events(lf_body)
+
+    @pytest.mark.parametrize("options", [{"eol": "\n\r"}, {"write_size": 0}])
+    def test_invalid_stream_options_are_refused(self, options: dict[str, Any]) -> None:
+        with pytest.raises(ValueError):
+            t.StreamReply([], **options)
+
+    def test_unchunked_reply_ends_at_close(self, server: t.LocalServer) -> None:
+        server.enqueue(t.StreamReply([t.content("a"), t.done()], chunked=False, write_size=3))
+        headers, body = split_response(raw_exchange(server))
+        assert "transfer-encoding" not in headers and "content-length" not in headers
+        assert headers["connection"] == "close"
+        assert events(body)[-1] == ServerSentEvent("[DONE]")
+
+    def test_an_http_1_0_request_gets_an_unchunked_stream(self, server: t.LocalServer) -> None:
+        server.enqueue(t.StreamReply([t.done()]))
+        wire = raw_exchange(server, version="HTTP/1.0")
+        headers, body = split_response(wire)
+        assert "transfer-encoding" not in headers and body == b"data: [DONE]\n\n"
+
+
+# -- faults --------------------------------------------------------------------------
+
+
+class TestFaults:
+    def test_drop_closes_with_the_chunked_body_unfinished(self, server: t.LocalServer) -> None:
+        server.enqueue(t.StreamReply([t.content("a"), t.drop(), t.done()]))
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            s.sendall(request_bytes())
+            wire = read_all(s)
+            assert s.recv(1) == b""  # a clean end of file, not a reset
+        chunks, ended = dechunk(split_response(wire)[1])
+        assert not ended and b'"a"' in chunks[0] and b"[DONE]" not in wire
+
+    def test_drop_with_reset_sends_an_rst(self, server: t.LocalServer) -> None:
+        gate = threading.Event()
+        server.enqueue(t.StreamReply([t.content("a"), t.wait(gate), t.drop(reset=True)]))
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            s.sendall(request_bytes())
+            recv_until(s, b'"a"}')
+            gate.set()
+            with pytest.raises(ConnectionResetError):
+                while s.recv(65536):
+                    pass
+
+    def test_bad_chunk_size_writes_a_malformed_size_line(self, server: t.LocalServer) -> None:
+        server.enqueue(t.StreamReply([t.content("a"), t.bad_chunk_size(), t.done()]))
+        body = split_response(raw_exchange(server))[1]
+        assert body.endswith(b"\r\nzz\r\n")
+        chunks, ended = dechunk(body[: -len(b"zz\r\n")])
+        assert len(chunks) == 1 and b'"a"' in chunks[0] and not ended
+
+    def test_truncated_chunk_announces_more_than_it_sends(self, server: t.LocalServer) -> None:
+        server.enqueue(t.StreamReply([t.truncated_chunk()]), t.StreamReply([t.truncated_chunk()]))
+        assert split_response(raw_exchange(server))[1] == b"100\r\nshort"
+        conn = connect(server)
+        try:
+            conn.request("POST", "/v1/chat/completions", b"{}")
+            resp = conn.getresponse()
+            with pytest.raises(http.client.IncompleteRead):
+                resp.read()
+        finally:
+            conn.close()
+
+    def test_drop_reply_closes_without_a_response(self, server: t.LocalServer) -> None:
+        server.enqueue(t.DropReply())
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            s.sendall(request_bytes(b'{"big": "' + b"x" * 100_000 + b'"}'))
+            assert s.recv(65536) == b""
+        server.wait_for_requests(1)
+        assert len(server.requests[0].body) > 100_000  # the body was read first
+
+    def test_drop_reply_with_reset_sends_an_rst(self, server: t.LocalServer) -> None:
+        server.enqueue(t.DropReply(reset=True))
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            s.sendall(request_bytes())
+            with pytest.raises(ConnectionResetError):
+                s.recv(65536)
+
+
+# -- other replies -------------------------------------------------------------------
+
+
+class TestErrorReply:
+    def test_default_body_is_the_json_error(self, server: t.LocalServer) -> None:
+        server.enqueue(t.ErrorReply(500))
+        resp, body = post(server, {})
+        assert resp.status == 500 and resp.getheader("content-type") == "application/json"
+        assert resp.getheader("x-request-id") == "req-local-err"
+        assert json.loads(body) == {"error": {"message": "error from the local server",
+                                              "type": None, "code": 500}}
+
+    def test_message_type_and_headers(self, server: t.LocalServer) -> None:
         server.enqueue(t.ErrorReply(429, message="slow", type="rate_limit_error",
-                                    headers={"Retry-After": "3"}))
+                                    headers={"Retry-After": "3", "retry-after-ms": "2500"}))
         resp, body = post(server, {})
         assert resp.status == 429 and resp.getheader("retry-after") == "3"
+        assert resp.getheader("retry-after-ms") == "2500"
         assert json.loads(body) == {"error": {"message": "slow", "type": "rate_limit_error",
                                               "code": 429}}
 
-    def test_error_reply_html(self, server: t.LocalServer) -> None:
-        server.enqueue(t.ErrorReply(502, body="<html>bad gateway</html>"))
+    def test_json_overrides_the_body(self, server: t.LocalServer) -> None:
+        server.enqueue(t.ErrorReply(400, json={"detail": "nope"}, request_id=None))
         resp, body = post(server, {})
-        assert resp.status == 502 and resp.getheader("content-type").startswith("text/html")
-        assert body == b"<html>bad gateway</html>"
+        assert json.loads(body) == {"detail": "nope"} and resp.getheader("x-request-id") is None
 
-    def test_json_reply_builds_a_chat_completion(self, server: t.LocalServer) -> None:
-        server.enqueue(t.JSONReply(content="hi", reasoning="r"))
-        _, body = post(server, {"model": "x"})
+    def test_raw_body_defaults_to_html(self, server: t.LocalServer) -> None:
+        server.enqueue(t.ErrorReply(502, body="<html>bad gateway</html>"),
+                       t.ErrorReply(503, body=b"down", content_type="text/plain"))
+        resp, body = post(server, {})
+        assert resp.status == 502 and body == b"<html>bad gateway</html>"
+        assert resp.getheader("content-type") == "text/html; charset=utf-8"
+        resp, body = post(server, {})
+        assert (resp.status, body, resp.getheader("content-type")) == (503, b"down",
+                                                                       "text/plain")
+
+    def test_the_connection_stays_usable_after_an_error(self, server: t.LocalServer) -> None:
+        server.enqueue(t.ErrorReply(429), t.JSONReply(content="after"))
+        conn = connect(server)
+        for status in (429, 200):
+            conn.request("POST", "/v1/chat/completions", b"{}")
+            resp = conn.getresponse()
+            resp.read()
+            assert resp.status == status
+        conn.close()
+        assert server.open_connections <= 1
+
+
+class TestJSONReply:
+    def test_builds_a_chat_completion(self, server: t.LocalServer) -> None:
+        server.enqueue(t.JSONReply(content="hi", reasoning="r", usage=(3, 4)))
+        resp, body = post(server, {"model": "x"})
         obj = json.loads(body)
+        assert resp.status == 200 and resp.getheader("x-request-id") == "req-local-1"
         assert obj["object"] == "chat.completion" and obj["model"] == "x"
-        assert obj["choices"][0]["message"] == {"role": "assistant", "content": "hi",
-                                                "reasoning_content": "r"}
+        assert obj["choices"] == [{"index": 0, "finish_reason": "stop", "message": {
+            "role": "assistant", "content": "hi", "reasoning_content": "r"}}]
+        assert obj["usage"] == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
 
-    def test_drop_reply_answers_nothing(self, server: t.LocalServer) -> None:
-        server.enqueue(t.DropReply(reset=True))
-        assert raw_exchange(server) == b""
+    def test_without_reasoning_the_key_is_absent(self, server: t.LocalServer) -> None:
+        server.enqueue(t.JSONReply(model="chosen", finish_reason="length"))
+        obj = json.loads(post(server, {"model": "x"})[1])
+        assert obj["model"] == "chosen" and obj["choices"][0]["finish_reason"] == "length"
+        assert obj["choices"][0]["message"] == {"role": "assistant", "content": "Hello"}
 
-    def test_delayed_reply_waits_for_its_gate(self, server: t.LocalServer) -> None:
+    def test_an_object_is_sent_verbatim(self, server: t.LocalServer) -> None:
+        server.enqueue(t.JSONReply([1, {"a": None}], status=202, headers={"X-A": "b"}))
+        resp, body = post(server, {})
+        assert resp.status == 202 and resp.getheader("x-a") == "b"
+        assert json.loads(body) == [1, {"a": None}]
+
+
+class TestDelayedReply:
+    def test_nothing_is_sent_until_the_gate_opens(self, server: t.LocalServer) -> None:
         gate = threading.Event()
         server.enqueue(t.DelayedReply(gate, t.JSONReply(content="late")))
-        threading.Timer(0.1, gate.set).start()
-        started = time.monotonic()
-        _, body = post(server, {})
-        assert time.monotonic() - started >= 0.09 and b"late" in body
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            s.sendall(request_bytes(b"{}"))
+            server.wait_for_requests(1)
+            assert not select.select([s], [], [], 0.05)[0]  # not even the status line
+            gate.set()
+            assert b"late" in read_all(s)
+
+
+# -- routing -------------------------------------------------------------------------
 
 
 class TestRouting:
-    def test_models_list(self, server: t.LocalServer) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
-        conn.request("GET", "/v1/models")
-        obj = json.loads(conn.getresponse().read())
-        conn.close()
-        assert obj["object"] == "list" and "deepseek-reasoner" in [m["id"] for m in obj["data"]]
+    def test_models_list(self) -> None:
+        with t.LocalServer(pace=0, model="mine") as srv:
+            conn = connect(srv)
+            conn.request("GET", "/v1/models")
+            resp = conn.getresponse()
+            obj = json.loads(resp.read())
+            conn.close()
+        ids = [m["id"] for m in obj["data"]]
+        assert resp.status == 200 and obj["object"] == "list"
+        assert ids[0] == "mine" and {"deepseek-reasoner", "claude-sonnet-4"} <= set(ids)
+        assert all(m["object"] == "model" for m in obj["data"])
 
-    def test_unknown_path_is_404(self, server: t.LocalServer) -> None:
-        resp, _ = post(server, {}, path="/v1/nope")
+    @pytest.mark.parametrize("method", ["GET", "POST"])
+    def test_unknown_path_is_a_json_404(self, server: t.LocalServer, method: str) -> None:
+        resp, body = post(server, {}, path="/v1/nope", method=method)
         assert resp.status == 404
+        assert json.loads(body)["error"]["code"] == 404
 
-    def test_non_object_body_is_400_for_the_default_model(self, server: t.LocalServer) -> None:
-        resp, _ = post(server, [1, 2])
-        assert resp.status == 400
+    def test_wrong_method_is_405(self, server: t.LocalServer) -> None:
+        resp, body = post(server, {}, method="GET")
+        assert resp.status == 405 and resp.getheader("allow") == "POST"
+        assert json.loads(body)["error"]["code"] == 405
 
-    def test_api_key_is_checked_before_a_reply_is_used(self) -> None:
+    @pytest.mark.parametrize("body", [b"{not json", b"[1, 2]", b""])
+    def test_a_body_that_is_not_a_json_object_is_400_and_uses_no_reply(
+            self, server: t.LocalServer, body: bytes) -> None:
+        server.enqueue(t.JSONReply(content="queued"))
+        conn = connect(server)
+        conn.request("POST", "/v1/chat/completions", body)
+        resp = conn.getresponse()
+        assert resp.status == 400 and json.loads(resp.read())["error"]["code"] == 400
+        conn.close()
+        assert server.queued == 1 and b"queued" in post(server, {})[1]
+
+    def test_an_invalid_content_length_is_400_and_closes(self, server: t.LocalServer) -> None:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                      b"Content-Length: ten\r\n\r\n{}")
+            headers, body = split_response(read_all(s))
+        assert headers["connection"] == "close" and json.loads(body)["error"]["code"] == 400
+
+    def test_a_queued_stream_answers_even_a_non_stream_request(
+            self, server: t.LocalServer) -> None:
+        server.enqueue(t.StreamReply([t.content("x"), t.done()]))
+        resp, body = post(server, {"stream": False})
+        assert resp.getheader("content-type") == "text/event-stream" and b"[DONE]" in body
+
+    def test_replies_are_used_in_order_then_the_default_model(
+            self, server: t.LocalServer) -> None:
+        server.enqueue(t.JSONReply(content="one"), t.JSONReply(content="two"))
+        contents = [json.loads(post(server, {"model": "echo", "messages": [
+            {"role": "user", "content": "three"}]})[1])["choices"][0]["message"]["content"]
+            for _ in range(3)]
+        assert contents == ["one", "two", "three"] and server.queued == 0
+
+    def test_enqueue_refuses_what_is_not_a_reply(self, server: t.LocalServer) -> None:
+        with pytest.raises(TypeError):
+            server.enqueue(t.content("x"))  # type: ignore[arg-type]
+
+    def test_the_absolute_form_a_proxy_receives_is_routed(self, server: t.LocalServer) -> None:
+        server.enqueue(t.JSONReply(content="proxied"))
+        target = "http://api.example.invalid/v1/chat/completions"
+        _, body = post(server, {}, path=target)
+        assert b"proxied" in body and server.requests[0].path == target
+
+
+class TestApiKey:
+    def test_a_wrong_or_missing_key_is_401_before_a_reply_is_used(self) -> None:
         with t.LocalServer(pace=0, api_key="good") as srv:
             srv.enqueue(t.JSONReply(content="queued"))
-            bad, _ = post(srv, {}, headers={"Authorization": "Bearer bad"})
+            bad, bad_body = post(srv, {}, headers={"Authorization": "Bearer bad"})
+            missing, _ = post(srv, {})
+            models, _ = post(srv, {}, path="/v1/models", method="GET")
             good, body = post(srv, {}, headers={"Authorization": "Bearer good"})
-            assert bad.status == 401 and good.status == 200 and b"queued" in body
-            assert len(srv.requests) == 2
+            assert (bad.status, missing.status, models.status, good.status) == (
+                401, 401, 401, 200)
+            assert json.loads(bad_body) == {"error": {
+                "message": "Invalid API key", "type": "authentication_error", "code": 401}}
+            assert b"queued" in body and len(srv.requests) == 4
 
-    def test_requests_are_recorded_with_lower_case_headers(self, server: t.LocalServer) -> None:
-        post(server, {"model": "m", "x": 1}, headers={"X-Custom": "v"})
-        server.wait_for_requests(1)
-        req = server.requests[0]
-        assert (req.method, req.path) == ("POST", "/v1/chat/completions")
-        assert req.headers["x-custom"] == "v" and req.json == {"model": "m", "x": 1}
 
-    def test_wait_for_requests_times_out(self, server: t.LocalServer) -> None:
+class TestRecordedRequests:
+    def test_method_path_lower_case_headers_and_json(self, server: t.LocalServer) -> None:
+        post(server, {"model": "m", "x": 1}, path="/v1/chat/completions?q=1",
+             headers={"X-Custom": "v"})
+        conn = connect(server)
+        conn.request("GET", "/v1/models")
+        conn.getresponse().read()
+        conn.close()
+        server.wait_for_requests(2)
+        first, second = server.requests
+        assert (first.method, first.path) == ("POST", "/v1/chat/completions?q=1")
+        assert first.headers["x-custom"] == "v" and first.headers["content-type"] == \
+            "application/json"
+        assert json.loads(first.body) == first.json == {"model": "m", "x": 1}
+        assert (second.method, second.path, second.body, second.json) == (
+            "GET", "/v1/models", b"", None)
+
+    def test_a_body_that_is_not_json_is_kept_raw(self, server: t.LocalServer) -> None:
+        conn = connect(server)
+        conn.request("POST", "/v1/chat/completions", b"\xff{")
+        conn.getresponse().read()
+        conn.close()
+        assert server.requests[0].body == b"\xff{" and server.requests[0].json is None
+
+    def test_a_chunked_request_body_is_read_and_decoded(self, server: t.LocalServer) -> None:
+        conn = connect(server)
+        conn.request("POST", "/v1/chat/completions", iter([b'{"model": ', b'"echo"}']),
+                     encode_chunked=True, headers={"Transfer-Encoding": "chunked"})
+        resp = conn.getresponse()
+        resp.read()
+        conn.close()
+        assert resp.status == 200 and server.requests[0].json == {"model": "echo"}
+
+    def test_wait_for_requests(self, server: t.LocalServer) -> None:
         with pytest.raises(TimeoutError):
-            server.wait_for_requests(1, timeout=0.05)
+            server.wait_for_requests(1, timeout=0.01)
+        thread = threading.Thread(target=post, args=(server, {}))
+        thread.start()
+        server.wait_for_requests(1)
+        thread.join()
+        assert len(server.requests) == 1
+
+
+# -- the default model ---------------------------------------------------------------
+
+
+def default_stream(server: t.LocalServer, prompt: str, model: str = "m") -> tuple[
+        list[str], list[Any], list[ServerSentEvent | Comment]]:
+    """(kinds of the items in order, the chunk objects, the items)."""
+    _, body = post(server, {"model": model, "stream": True,
+                            "messages": [{"role": "system", "content": "be brief"},
+                                         {"role": "user", "content": prompt}]})
+    items = events(body)
+    kinds = []
+    for e in items:
+        if isinstance(e, Comment):
+            kinds.append("cost")
+        elif e.data == "[DONE]":
+            kinds.append("done")
+        else:
+            c = json.loads(e.data)
+            d = c["choices"][0]["delta"] if c["choices"] else {}
+            kinds.append("usage" if c.get("usage") else "role" if "role" in d else
+                         "reasoning" if "reasoning_content" in d else
+                         "content" if "content" in d else
+                         "finish" if c["choices"][0]["finish_reason"] else "other")
+    return kinds, chunk_objects(items), items
+
+
+def text_of(chunks: list[Any], field: str) -> str:
+    return "".join(c["choices"][0]["delta"].get(field, "") for c in chunks if c["choices"])
 
 
 class TestDefaultModel:
     def test_streams_reasoning_then_content_then_usage_done_and_cost(
             self, server: t.LocalServer) -> None:
-        _, body = post(server, {"model": "m", "stream": True,
-                                "messages": [{"role": "user", "content": "quantum?"}]})
-        items = events(body)
-        kinds = []
-        for e in items:
-            if isinstance(e, Comment):
-                kinds.append("cost")
-            elif e.data == "[DONE]":
-                kinds.append("done")
-            else:
-                c = json.loads(e.data)
-                d = c["choices"][0]["delta"] if c["choices"] else {}
-                kinds.append("usage" if c.get("usage") else
-                             "reasoning" if "reasoning_content" in d else
-                             "content" if d.get("content") else "other")
+        kinds, chunks, items = default_stream(server, "Explain quantum computing")
         order = [k for i, k in enumerate(kinds) if i == 0 or kinds[i - 1] != k]
-        assert order == ["other", "reasoning", "content", "other", "usage", "done", "cost"]
+        assert order == ["role", "reasoning", "content", "finish", "usage", "done", "cost"]
+        assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+        assert all(c["model"] == "m" for c in chunks)
+        pieces = kinds.count("reasoning") + kinds.count("content")
+        usage = chunks[-1]["usage"]
+        assert usage["completion_tokens"] == pieces
+        assert usage["total_tokens"] == usage["prompt_tokens"] + pieces
+        assert isinstance(items[-1], Comment)
+        bill = json.loads(items[-1].text)
+        assert bill["completion_tokens"] == pieces
+        assert bill["prompt_tokens"] == usage["prompt_tokens"]
+        assert Decimal(bill["cost"]) == Decimal(bill["input_price"]) + \
+            Decimal(bill["output_price"]) > 0
+        assert "qubit" in text_of(chunks, "content")
+        assert "quantum" in text_of(chunks, "reasoning_content")
+
+    def test_answers_a_known_prompt_sensibly(self, server: t.LocalServer) -> None:
+        _, chunks, _ = default_stream(server, "Solve this step by step: 15! / 13!")
+        assert "210" in text_of(chunks, "content")
+
+    def test_answers_any_prompt_with_reasoning_and_content(self, server: t.LocalServer) -> None:
+        _, chunks, _ = default_stream(server, "Name a good tree for a small garden")
+        assert "small garden" in text_of(chunks, "reasoning_content")
+        assert len(text_of(chunks, "content").split()) > 10
 
     def test_echo_model_streams_the_prompt_back(self, server: t.LocalServer) -> None:
-        _, body = post(server, {"model": "echo", "stream": True,
-                                "messages": [{"role": "user", "content": "say this"}]})
-        text = "".join(json.loads(e.data)["choices"][0]["delta"].get("content", "")
-                       for e in events(body) if isinstance(e, ServerSentEvent)
-                       and e.data != "[DONE]" and json.loads(e.data)["choices"])
-        assert text == "say this"
+        kinds, chunks, _ = default_stream(server, "say this", model="echo")
+        assert text_of(chunks, "content") == "say this" and "reasoning" not in kinds
+
+    def test_a_non_stream_request_gets_a_chat_completion(self, server: t.LocalServer) -> None:
+        resp, body = post(server, {"model": "deepseek-reasoner", "messages": [
+            {"role": "user", "content": "hello"}]})
+        obj = json.loads(body)
+        message = obj["choices"][0]["message"]
+        assert resp.getheader("content-type") == "application/json"
+        assert obj["object"] == "chat.completion" and obj["model"] == "deepseek-reasoner"
+        assert message["content"].startswith("Hello") and message["reasoning_content"]
+        assert obj["usage"]["completion_tokens"] == len(message["content"].split(" "))
+
+    def test_pace_spaces_the_tokens(self) -> None:
+        with t.LocalServer(pace=0.005) as srv:
+            started = time.monotonic()
+            _, body = post(srv, {"stream": True, "messages": [
+                {"role": "user", "content": "hi"}]})
+            elapsed = time.monotonic() - started
+        chunks = chunk_objects(events(body))
+        pieces = sum(1 for c in chunks if c["choices"] and (
+            c["choices"][0]["delta"].get("content") or
+            c["choices"][0]["delta"].get("reasoning_content")))
+        assert pieces > 10 and elapsed >= 0.005 * pieces and b"[DONE]" in body
+
+    def test_pace_must_not_be_negative(self) -> None:
+        with pytest.raises(ValueError):
+            t.LocalServer(pace=-1)
+
+
+# -- lifecycle -----------------------------------------------------------------------
 
 
 class TestLifecycle:
     def test_one_connection_serves_several_requests(self, server: t.LocalServer) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
-        for _ in range(3):
+        conn = connect(server)
+        for _ in range(2):
             conn.request("POST", "/v1/chat/completions", b'{"model": "echo", "stream": true}')
-            conn.getresponse().read()
-        assert server.open_connections == 1
+            resp = conn.getresponse()
+            assert b"[DONE]" in resp.read() and not resp.will_close
+        conn.request("GET", "/v1/models")
+        conn.getresponse().read()
+        assert server.open_connections == 1 and len(server.requests) == 3
         conn.close()
+        server.wait_for_connections(0)
+
+    def test_connection_close_is_honoured(self, server: t.LocalServer) -> None:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            s.sendall(request_bytes(b'{"model": "echo", "stream": true}'))
+            headers, body = split_response(read_all(s))  # ends: the server closed
+        assert headers["connection"] == "close" and dechunk(body)[1]
+
+    def test_a_client_hanging_up_during_a_wait_ends_its_handler(
+            self, server: t.LocalServer) -> None:
+        server.enqueue(t.StreamReply([t.content("a"), t.wait(threading.Event(), 30)]))
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            s.sendall(request_bytes())
+            recv_until(s, b'"a"')
+            server.wait_for_connections(1)
+        server.wait_for_connections(0, timeout=2)
+
+    def test_wait_for_connections_times_out(self, server: t.LocalServer) -> None:
+        with pytest.raises(TimeoutError):
+            server.wait_for_connections(1, timeout=0.01)
+
+    def test_base_url_and_start(self) -> None:
+        srv = t.LocalServer(pace=0)
+        with pytest.raises(RuntimeError):
+            _ = srv.base_url
+        assert srv.start() is srv and srv.start() is srv
+        assert srv.base_url == f"http://127.0.0.1:{srv.port}/v1" and srv.port > 0
+        srv.close()
 
     def test_close_ends_every_thread_and_connection(self) -> None:
         baseline = threading.active_count()
         srv = t.LocalServer(pace=0).start()
         gate = threading.Event()
-        srv.enqueue(t.StreamReply([t.content("a"), t.wait(gate, timeout=30)]))
-        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
-        conn.request("POST", "/v1/chat/completions", b"{}")
-        conn.getresponse().read1(100)
-        srv.close()  # must not wait for the gate
-        assert srv.open_connections == 0
-        assert threading.active_count() == baseline
-        conn.close()
+        srv.enqueue(t.StreamReply([t.content("a"), t.wait(gate, timeout=30)]),
+                    t.StreamReply([t.content("a"), t.sleep(30)]),
+                    t.DelayedReply(gate, t.JSONReply(), timeout=30))
+        sockets = [socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+                   for _ in range(5)]
+        try:
+            # One at a time, so that each takes the reply meant for it: in a wait, in a
+            # sleep, in a delayed reply.
+            for s in sockets[:2]:
+                s.sendall(request_bytes(b"{}", close=False))
+                recv_until(s, b'"a"')
+            sockets[2].sendall(request_bytes(b"{}", close=False))
+            sockets[3].sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")  # then idle
+            recv_until(sockets[3], b"deepseek-reasoner")
+            sockets[4].sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                               b"Content-Length: 10\r\n\r\n{")  # a body still arriving
+            srv.wait_for_requests(4)
+            srv.wait_for_connections(5)
+            started = time.monotonic()
+            srv.close()  # must not wait for the gate, the sleep or the clients
+            assert time.monotonic() - started < 2
+            assert srv.open_connections == 0
+            assert threading.active_count() == baseline
+            for s in sockets:
+                read_all(s)  # every client sees its connection end
+        finally:
+            for s in sockets:
+                s.close()
         srv.close()  # idempotent
+        assert not gate.is_set()
+
+    def test_the_server_writes_nothing_to_stderr(self, capfd: pytest.CaptureFixture[str]
+                                                  ) -> None:
+        with t.LocalServer(pace=0) as srv:
+            srv.enqueue(t.StreamReply([t.content("a"), t.drop()]))
+            post(srv, {}, path="/nope")
+            raw_exchange(srv)
+            with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+                s.sendall(b"garbage\r\n\r\n")
+                read_all(s)
+        assert capfd.readouterr().err == ""
+
+    def test_ipv6_loopback(self) -> None:
+        try:
+            srv = t.LocalServer(host="::1", pace=0).start()
+        except OSError:
+            pytest.skip("no IPv6 loopback here")
+        try:
+            assert srv.base_url == f"http://[::1]:{srv.port}/v1"
+            conn = http.client.HTTPConnection("::1", srv.port, timeout=5)
+            conn.request("GET", "/v1/models")
+            assert conn.getresponse().status == 200
+            conn.close()
+        finally:
+            srv.close()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGINT delivery to a child is POSIX here")
+def test_serve_prints_the_url_and_stops_on_ctrl_c() -> None:
+    code = ("import signal\n"
+            "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+            "from alltoken.testing import serve\n"
+            "try:\n    serve(port=0, pace=0)\n"
+            "except KeyboardInterrupt:\n    print('stopped', flush=True)\n")
+    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("alltoken local server: http://127.0.0.1:")
+        port = int(line.rsplit(":", 1)[1].split("/")[0])
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", "/v1/models")
+        assert conn.getresponse().status == 200
+        conn.close()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+    assert out == "stopped\n" and err == "" and proc.returncode == 0
+
+
+def test_the_module_imports_nothing_from_the_package_but_sse() -> None:
+    import ast
+    import inspect
+
+    package_imports = set()
+    for node in ast.walk(ast.parse(inspect.getsource(t))):
+        if isinstance(node, ast.ImportFrom) and (node.level or "alltoken" in (node.module or "")):
+            package_imports.add(node.module)
+        elif isinstance(node, ast.Import):
+            package_imports.update(a.name for a in node.names if a.name.startswith("alltoken"))
+    assert package_imports == {"sse"}
