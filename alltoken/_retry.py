@@ -1,12 +1,19 @@
 """The retry policy: what is retried, how long to wait, and ``Retry-After``.
 
-Layer 3 helper, pure: no I/O and no sleeping. The clock (``now``) and the random source
-(``rng``) are passed in, so the policy is tested without waiting.
+Layer 3 helper, pure: **no I/O, no sleeping, no clock and no randomness of its own**.
+The current time (``now``) and the random source (``rng``) are passed in, so the
+policy is tested exactly, without waiting. Imports ``_errors`` only; ``email.utils``
+is imported on the first HTTP-date ``Retry-After`` (it is not needed to start).
+
+The client asks, in order: is the failure retryable (:func:`is_retryable_status`, or a
+connection failure), did the server name a wait (:func:`parse_retry_after`), and how
+long to wait before this retry (:func:`retry_delay`), where None means "raise now".
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timezone
 from typing import Callable, Final, Optional
 
 from ._errors import RETRYABLE_STATUSES
@@ -19,94 +26,139 @@ __all__ = [
     "retry_delay",
 ]
 
-#: The longest server-requested wait that is slept. A longer ``Retry-After`` is not
-#: honoured by sleeping: the error is raised at once with ``retry_after`` set, so the
-#: caller decides (a minute-long stall inside a library call surprises everyone).
+#: The longest server-requested wait, in seconds, that the client sleeps. A longer
+#: ``Retry-After`` is not slept: the error is raised at once with ``retry_after`` set,
+#: so the caller decides (a minute-long stall inside a library call surprises everyone).
 MAX_RETRY_AFTER: Final = 60.0
+
+#: ``2.0 ** n`` overflows a float past n = 1023; the cap is reached long before.
+_MAX_DOUBLINGS: Final = 1000
 
 
 def is_retryable_status(status: int) -> bool:
-    """Whether an HTTP *status* is retried: 408, 409, 429 and every 5xx."""
+    """Whether a response with this HTTP status is retried.
+
+    Args:
+        status: The HTTP status code.
+
+    Returns:
+        True for 408 (request timeout), 409 (conflict), 429 (rate limit) and every
+        status from 500 up; False otherwise.
+    """
     return status in RETRYABLE_STATUSES or status >= 500
 
 
-def _header(headers: Mapping[str, str], name: str) -> Optional[str]:
-    value = headers.get(name)
-    if value is not None:
-        return value
-    for key, value in headers.items():
-        if key.lower() == name:
-            return value
+def _seconds(text: str) -> Optional[float]:
+    """A non-negative decimal number of seconds, or None.
+
+    Only digits with at most one ``.``: RFC 9110 allows ``1*DIGIT``; a fraction is
+    accepted because gateways send one. Signs, exponents, ``inf``/``nan`` and ``_``
+    (all of which ``float()`` takes) are garbage here.
+    """
+    text = text.strip()
+    if text.isascii() and text.replace(".", "", 1).isdigit():
+        return float(text)
     return None
 
 
 def parse_retry_after(headers: Mapping[str, str], now: float) -> Optional[float]:
     """The wait, in seconds, that a response's headers ask for, or None.
 
-    ``retry-after-ms`` (milliseconds, as OpenAI-compatible gateways send) wins over
-    ``Retry-After``, which is either delta-seconds or an HTTP date (RFC 9110 10.2.3).
+    ``retry-after-ms`` (milliseconds, sent by OpenAI-compatible gateways) wins over
+    ``Retry-After``, which is delta-seconds or an HTTP date (RFC 9110, section 10.2.3).
+    An unreadable ``retry-after-ms`` is ignored in favour of ``Retry-After``. An HTTP
+    date in the past is a wait of 0.
 
     Args:
-        headers: The response headers (names in any case).
+        headers: The response headers. Names are matched case-insensitively, whether
+            the mapping does so itself (``http.client.HTTPMessage``) or not (a plain
+            ``dict``).
         now: The current time as ``time.time()`` returns it, for HTTP dates.
 
     Returns:
-        Seconds to wait (never negative), or None when absent or unreadable.
+        Seconds to wait (never negative), or None when neither header is present and
+        readable (negative, non-numeric or non-date values are unreadable).
     """
-    ms = _header(headers, "retry-after-ms")
-    if ms is not None:
-        try:
-            value = float(ms)
-        except ValueError:
-            value = -1.0
-        if value >= 0 and value == value and value != float("inf"):
-            return value / 1000.0
-    raw = _header(headers, "retry-after")
-    if raw is None:
+    ms_text: Optional[str] = None
+    text: Optional[str] = None
+    for name, value in headers.items():
+        lowered = name.lower()
+        if lowered == "retry-after-ms":
+            ms_text = value
+        elif lowered == "retry-after":
+            text = value
+    if ms_text is not None:
+        ms = _seconds(ms_text)
+        if ms is not None:
+            return ms / 1000.0
+    if text is None:
         return None
-    raw = raw.strip()
-    if raw.isdigit() and raw.isascii():
-        return float(raw)
-    try:
-        value = float(raw)
-    except ValueError:
-        pass
-    else:
-        return value if value >= 0 and value != float("inf") else None
-    import email.utils  # only for HTTP dates: 5 ms of cold start otherwise
+    seconds = _seconds(text)
+    if seconds is not None:
+        return seconds
+    import email.utils
 
     try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError, IndexError):
+        when = email.utils.parsedate_to_datetime(text.strip())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        # TypeError on Python 3.9 and ValueError from 3.10 for text that is no date.
         return None
+    if when.tzinfo is None:
+        # "-0000" parses naive; HTTP dates are always GMT (RFC 9110, section 5.6.7).
+        when = when.replace(tzinfo=timezone.utc)
     return max(0.0, when.timestamp() - now)
 
 
-def backoff_delay(attempt: int, *, rng: Callable[[], float], base: float = 0.5,
-                  cap: float = 8.0) -> float:
-    """The wait before retry number *attempt* (1 for the first) when the server gave none.
+def backoff_delay(
+    attempt: int, *, rng: Callable[[], float], base: float = 0.5, cap: float = 8.0
+) -> float:
+    """The wait before retry number *attempt* when the server named none.
 
-    Exponential (``base * 2 ** (attempt - 1)``, capped at *cap*) with "equal jitter":
-    half of it is fixed and half is random. The fixed half guarantees the wait grows;
-    the random half spreads out clients that failed together.
+    Exponential, ``base * 2 ** (attempt - 1)`` capped at *cap*, with "equal jitter":
+    half of that is fixed and half is ``rng()`` times it. The fixed half guarantees
+    that successive waits grow and never collapse to zero; the random half spreads out
+    clients that failed together (AWS Architecture Blog, "Exponential Backoff And
+    Jitter", 2015). With the defaults: 0.25-0.5 s, 0.5-1 s, 1-2 s, ... up to 4-8 s.
+
+    Args:
+        attempt: 1 for the first retry, 2 for the second, ...
+        rng: Returns a float in [0, 1), e.g. ``random.Random().random``.
+        base: The ceiling of the first wait, in seconds.
+        cap: The ceiling of every wait, in seconds.
+
+    Returns:
+        Seconds to wait, in ``[ceiling / 2, ceiling)`` where ``ceiling`` is
+        ``min(cap, base * 2 ** (attempt - 1))``.
+
+    Raises:
+        ValueError: *attempt* is less than 1.
+    """
+    if attempt < 1:
+        raise ValueError(f"attempt must be 1 or more, got {attempt!r}")
+    ceiling = min(cap, base * 2.0 ** min(attempt - 1, _MAX_DOUBLINGS))
+    half = ceiling / 2
+    return half + half * rng()
+
+
+def retry_delay(
+    attempt: int, retry_after: Optional[float], *, rng: Callable[[], float]
+) -> Optional[float]:
+    """The wait before retry *attempt*, or None when that retry must not happen.
+
+    A server-requested wait up to :data:`MAX_RETRY_AFTER` is honoured exactly (no
+    jitter: the server chose the moment); a longer one means "do not retry" and gives
+    None; without one, :func:`backoff_delay`.
 
     Args:
         attempt: 1 for the first retry.
-        rng: Returns a float in [0, 1), e.g. ``random.Random().random``.
+        retry_after: What :func:`parse_retry_after` returned.
+        rng: Returns a float in [0, 1); used only for the backoff.
+
+    Returns:
+        Seconds to wait, or None.
     """
-    exp = min(cap, base * (2.0 ** max(0, attempt - 1)))
-    return exp / 2 + rng() * exp / 2
-
-
-def retry_delay(attempt: int, retry_after: Optional[float], *,
-                rng: Callable[[], float]) -> Optional[float]:
-    """The wait before retry *attempt*, or None when the retry must not happen.
-
-    A server-requested wait up to :data:`MAX_RETRY_AFTER` is honoured exactly; a longer
-    one means "do not retry" (None); without one, :func:`backoff_delay`.
-    """
-    if retry_after is not None:
-        if retry_after > MAX_RETRY_AFTER:
-            return None
-        return retry_after
-    return backoff_delay(attempt, rng=rng)
+    if retry_after is None:
+        return backoff_delay(attempt, rng=rng)
+    if retry_after > MAX_RETRY_AFTER:
+        return None
+    return retry_after

@@ -1,14 +1,23 @@
 """Response dataclasses and their JSON constructors.
 
-Layer 3 helper. Imports ``_errors`` only. Each class has one ``from_json`` that checks
-the shape of what the server sent: a wrong shape raises ``ProtocolError`` naming what
-was expected and what came, never a bare ``KeyError`` or ``TypeError``. Missing optional
-fields take their defaults; unknown fields are kept: every object holds the JSON it was
-built from in ``raw`` (by reference, no copy) and lists the unmapped fields in
-``extra``.
+Layer 3 helper: imports ``_errors`` only, and no I/O. Each class has one ``from_json``
+that checks the shape of what the server sent; a wrong shape raises ``ProtocolError``
+naming the field, what was expected and (bounded) what came -- never a bare
+``KeyError``, ``TypeError`` or ``AttributeError``. Missing optional fields take their
+defaults. Unknown fields are kept, not dropped: every object holds the JSON object it
+was built from in ``raw`` (by reference, no copy) and ``extra`` returns the fields no
+attribute maps.
 
-``parse_chunk`` is on the streaming hot path (once per chunk), so the constructors use
-direct dict access and exact ``type()`` checks rather than any reflection.
+``parse_chunk`` runs once per streamed chunk, so the chunk constructors are written
+out by hand: direct ``dict.get``, exact ``type()`` checks (JSON decoding only ever
+yields exact ``dict``/``list``/``str``/``int``, so ``isinstance`` buys nothing, and
+``type(x) is int`` also rejects ``True``), positional construction, and no
+``dataclasses.fields()`` or other reflection at run time. Error messages are only
+built on the error path.
+
+What these constructors do **not** do: they never copy the JSON, never coerce a
+wrong type into a right one (a ``"5"`` index is an error, not ``5``), and never
+validate values beyond their JSON type (an unknown ``finish_reason`` passes through).
 """
 
 from __future__ import annotations
@@ -16,9 +25,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any, Optional, Union
+from typing import Any, ClassVar, Optional, Union
 
-from ._errors import ProtocolError, excerpt
+from ._errors import EXCERPT_CHARS, ProtocolError, excerpt
 
 __all__ = [
     "ChatCompletion",
@@ -39,20 +48,33 @@ __all__ = [
     "parse_error_body",
 ]
 
-_NoneType = type(None)
+
+# -- error-path helpers (never called while the input is well formed) --------------------
+
+
+def _show(value: object) -> str:
+    """Server data for an error message: as JSON, as the server wrote it, cut to
+    ``EXCERPT_CHARS``."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
+        # A Decimal from the cost parser, or nesting deeper than the encoder allows:
+        # fall back rather than fail while reporting a failure.
+        text = str(value) if type(value) is Decimal else f"<{type(value).__name__}>"
+    if len(text) > EXCERPT_CHARS:
+        return f"{text[:EXCERPT_CHARS]}... ({len(text)} characters)"
+    return text
 
 
 def _bad(what: str, expected: str, got: object) -> ProtocolError:
-    return ProtocolError(f"{what}: expected {expected}, got {excerpt(json.dumps(got))}"
-                         if _jsonable(got) else f"{what}: expected {expected}, got {got!r}")
+    return ProtocolError(f"{what}: expected {expected}, got {_show(got)}")
 
 
-def _jsonable(value: object) -> bool:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return False
-    return True
+def _missing(what: str, field_name: str, obj: dict[str, Any]) -> ProtocolError:
+    return ProtocolError(f"{what}: the required field {field_name!r} is missing in {_show(obj)}")
+
+
+# -- shared field readers (used off the per-chunk path) ----------------------------------
 
 
 def _obj(value: object, what: str) -> dict[str, Any]:
@@ -94,46 +116,81 @@ def _list(obj: dict[str, Any], key: str, what: str) -> Optional[list[Any]]:
 
 
 class _Raw:
-    """Mixin: ``extra`` lists the fields of ``raw`` no attribute maps."""
+    """Mixin: ``extra`` lists the fields of ``raw`` that no attribute maps.
+
+    Each class declares ``raw`` last, as ``field(default_factory=dict, repr=False,
+    compare=False)``: left out of ``repr`` (it repeats every mapped field) and of ``==``
+    (objects with the same mapped values are equal whatever JSON carried them).
+    """
 
     raw: dict[str, Any]
-    _KNOWN: frozenset[str] = frozenset()
+    #: The JSON field names this class maps to attributes (aliases included).
+    _KNOWN: ClassVar[frozenset[str]] = frozenset()
 
     @property
     def extra(self) -> dict[str, Any]:
-        """Fields the server sent that no attribute maps (kept, not dropped)."""
-        return {k: v for k, v in self.raw.items() if k not in self._KNOWN}
+        """Fields the server sent that no attribute maps (kept, not dropped).
+
+        Built on each access from ``raw``; the parser never builds it.
+        """
+        known = self._KNOWN
+        return {k: v for k, v in self.raw.items() if k not in known}
+
+
+# -- assembled tool calls ----------------------------------------------------------------
 
 
 @dataclass
-class FunctionCall:
-    """An assembled function call: its name and its JSON arguments text."""
+class FunctionCall(_Raw):
+    """A complete function call: its name and its arguments as JSON text."""
 
     name: str = ""
     arguments: str = ""
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    _KNOWN = frozenset({"name", "arguments"})
+
+    @classmethod
+    def from_json(cls, obj: object) -> FunctionCall:
+        """Build from a ``function`` object of a non-streamed tool call.
+
+        Raises:
+            ProtocolError: *obj* is not an object, or a field has the wrong type.
+        """
+        o = _obj(obj, "tool_call.function")
+        return cls(_str(o, "name", "tool_call.function"),
+                   _str(o, "arguments", "tool_call.function"), o)
 
 
 @dataclass
-class ToolCall:
-    """An assembled tool call."""
+class ToolCall(_Raw):
+    """A complete tool call: from a non-streamed message, or assembled by the stream
+    from its deltas."""
 
     id: str = ""
     type: str = "function"
     function: FunctionCall = field(default_factory=FunctionCall)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    _KNOWN = frozenset({"id", "type", "function"})
 
     @classmethod
     def from_json(cls, obj: object) -> ToolCall:
+        """Build from one entry of a non-streamed message's ``tool_calls``.
+
+        Raises:
+            ProtocolError: *obj* is not an object, or a field has the wrong type.
+        """
         o = _obj(obj, "tool_call")
         fn = o.get("function")
-        f = _obj(fn, "tool_call.function") if fn is not None else {}
         return cls(_str(o, "id", "tool_call"), _str(o, "type", "tool_call", "function"),
-                   FunctionCall(_str(f, "name", "tool_call.function"),
-                                _str(f, "arguments", "tool_call.function")))
+                   FunctionCall() if fn is None else FunctionCall.from_json(fn), o)
+
+
+# -- streamed pieces ---------------------------------------------------------------------
 
 
 @dataclass
 class FunctionCallDelta(_Raw):
-    """A piece of a streamed function call."""
+    """A piece of a streamed function call: a name and/or more arguments text."""
 
     name: Optional[str] = None
     arguments: Optional[str] = None
@@ -142,13 +199,23 @@ class FunctionCallDelta(_Raw):
 
     @classmethod
     def from_json(cls, obj: object) -> FunctionCallDelta:
-        o = _obj(obj, "tool_calls[].function")
-        return cls(_opt_str(o, "name", "function"), _opt_str(o, "arguments", "function"), o)
+        """Build from the ``function`` object of a tool-call delta.
+
+        Raises:
+            ProtocolError: *obj* is not an object, or a field has the wrong type.
+        """
+        o = _obj(obj, "delta.tool_calls[].function")
+        return cls(_opt_str(o, "name", "delta.tool_calls[].function"),
+                   _opt_str(o, "arguments", "delta.tool_calls[].function"), o)
 
 
 @dataclass
 class ToolCallDelta(_Raw):
-    """A piece of a streamed tool call; pieces with the same ``index`` belong together."""
+    """A piece of a streamed tool call; pieces with the same ``index`` belong together.
+
+    A missing ``index`` defaults to the delta's position in its chunk's ``tool_calls``
+    list (some OpenAI-compatible providers omit it when each chunk carries whole calls).
+    """
 
     index: int = 0
     id: Optional[str] = None
@@ -158,18 +225,41 @@ class ToolCallDelta(_Raw):
     _KNOWN = frozenset({"index", "id", "type", "function"})
 
     @classmethod
-    def from_json(cls, obj: object) -> ToolCallDelta:
+    def from_json(cls, obj: object, position: int = 0) -> ToolCallDelta:
+        """Build from one entry of ``delta.tool_calls``.
+
+        Args:
+            obj: The decoded JSON entry.
+            position: Its position in the list: the ``index`` when the entry has none.
+
+        Raises:
+            ProtocolError: *obj* is not an object, or a field has the wrong type.
+        """
         o = _obj(obj, "delta.tool_calls[]")
+        index = o.get("index")
+        if index is None:
+            index = position
+        elif type(index) is not int:
+            raise _bad("delta.tool_calls[].index", "an integer", index)
         fn = o.get("function")
-        return cls(_int(o, "index", "tool_call"), _opt_str(o, "id", "tool_call"),
-                   _opt_str(o, "type", "tool_call"),
+        return cls(index, _opt_str(o, "id", "delta.tool_calls[]"),
+                   _opt_str(o, "type", "delta.tool_calls[]"),
                    None if fn is None else FunctionCallDelta.from_json(fn), o)
+
+
+def _tool_call_deltas(calls: object) -> list[ToolCallDelta]:
+    if type(calls) is not list:
+        raise _bad("delta.tool_calls", "a list or null", calls)
+    return [ToolCallDelta.from_json(c, i) for i, c in enumerate(calls)]
 
 
 @dataclass
 class Delta(_Raw):
-    """What one chunk adds to a choice. ``reasoning_content`` is also read from a
-    ``reasoning`` field, which some providers use instead."""
+    """What one chunk adds to a choice.
+
+    ``reasoning_content`` is read from ``reasoning_content`` or, when that is absent or
+    null, from ``reasoning`` (the name some providers use for the same text).
+    """
 
     role: Optional[str] = None
     content: Optional[str] = None
@@ -180,32 +270,41 @@ class Delta(_Raw):
 
     @classmethod
     def from_json(cls, obj: object) -> Delta:
-        if type(obj) is not dict:
-            raise _bad("choices[].delta", "a JSON object", obj)
-        g = obj.get
-        content = g("content")
-        if content is not None and type(content) is not str:
-            raise _bad("delta.content", "a string or null", content)
-        reasoning = g("reasoning_content")
-        if reasoning is None:
-            reasoning = g("reasoning")
+        """Build from a choice's ``delta`` object.
+
+        Raises:
+            ProtocolError: *obj* is not an object, or a field has the wrong type.
+        """
+        return _delta(obj)
+
+
+def _delta(obj: object) -> Delta:
+    # Per chunk, unless _chunk_choice's one-key shortcut applies: keep to dict.get and
+    # identity checks.
+    if type(obj) is not dict:
+        raise _bad("choices[].delta", "a JSON object", obj)
+    get = obj.get
+    content = get("content")
+    if content is not None and type(content) is not str:
+        raise _bad("delta.content", "a string or null", content)
+    reasoning = get("reasoning_content")
+    if reasoning is None:
+        reasoning = get("reasoning")
         if reasoning is not None and type(reasoning) is not str:
-            raise _bad("delta.reasoning_content", "a string or null", reasoning)
-        role = g("role")
-        if role is not None and type(role) is not str:
-            raise _bad("delta.role", "a string or null", role)
-        calls = g("tool_calls")
-        tool_calls = None
-        if calls is not None:
-            if type(calls) is not list:
-                raise _bad("delta.tool_calls", "a list or null", calls)
-            tool_calls = [ToolCallDelta.from_json(c) for c in calls]
-        return cls(role, content, reasoning, tool_calls, obj)
+            raise _bad("delta.reasoning", "a string or null", reasoning)
+    elif type(reasoning) is not str:
+        raise _bad("delta.reasoning_content", "a string or null", reasoning)
+    role = get("role")
+    if role is not None and type(role) is not str:
+        raise _bad("delta.role", "a string or null", role)
+    calls = get("tool_calls")
+    return Delta(role, content, reasoning, None if calls is None else _tool_call_deltas(calls),
+                 obj)
 
 
 @dataclass
 class ChunkChoice(_Raw):
-    """One choice of a streamed chunk."""
+    """One choice of a streamed chunk. ``delta`` is required."""
 
     index: int = 0
     delta: Delta = field(default_factory=Delta)
@@ -216,23 +315,46 @@ class ChunkChoice(_Raw):
 
     @classmethod
     def from_json(cls, obj: object) -> ChunkChoice:
-        if type(obj) is not dict:
-            raise _bad("choices[]", "a JSON object", obj)
-        g = obj.get
-        index = g("index", 0)
-        if type(index) is not int:
-            raise _bad("choices[].index", "an integer", index)
-        if "delta" not in obj:
-            raise ProtocolError(f"choices[] has no delta: {excerpt(json.dumps(obj))}")
-        finish = g("finish_reason")
-        if finish is not None and type(finish) is not str:
-            raise _bad("choices[].finish_reason", "a string or null", finish)
-        return cls(index, Delta.from_json(obj["delta"]), finish, g("logprobs"), obj)
+        """Build from one entry of a chunk's ``choices``.
+
+        Raises:
+            ProtocolError: *obj* is not an object, ``delta`` is missing or not an object,
+                or a field has the wrong type.
+        """
+        return _chunk_choice(obj)
+
+
+def _chunk_choice(obj: object) -> ChunkChoice:
+    if type(obj) is not dict:
+        raise _bad("choices[]", "a JSON object", obj)
+    get = obj.get
+    index = get("index", 0)
+    if type(index) is not int:
+        raise _bad("choices[].index", "an integer", index)
+    finish = get("finish_reason")
+    if finish is not None and type(finish) is not str:
+        raise _bad("choices[].finish_reason", "a string or null", finish)
+    delta = get("delta")
+    if type(delta) is dict and len(delta) == 1:
+        # The common delta, {"content": "..."} or {"reasoning_content": "..."}, read
+        # here rather than through _delta: one call fewer per chunk (see _delta).
+        text = delta.get("content")
+        if type(text) is str:
+            return ChunkChoice(index, Delta(None, text, None, None, delta), finish,
+                               get("logprobs"), obj)
+        text = delta.get("reasoning_content")
+        if type(text) is str:
+            return ChunkChoice(index, Delta(None, None, text, None, delta), finish,
+                               get("logprobs"), obj)
+    elif delta is None and "delta" not in obj:
+        raise _missing("choices[]", "delta", obj)
+    return ChunkChoice(index, _delta(delta), finish, get("logprobs"), obj)
 
 
 @dataclass
 class Usage(_Raw):
-    """Token counts. Nested details (e.g. ``completion_tokens_details``) stay in ``raw``."""
+    """Token counts. Nested details (``completion_tokens_details``, ...) stay in ``raw``
+    and ``extra``. A missing ``total_tokens`` is the sum of the other two."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -242,6 +364,12 @@ class Usage(_Raw):
 
     @classmethod
     def from_json(cls, obj: object) -> Usage:
+        """Build from a ``usage`` object.
+
+        Raises:
+            ProtocolError: *obj* is not an object, or a count is not an integer
+                (``true`` and ``"5"`` included).
+        """
         o = _obj(obj, "usage")
         prompt = _int(o, "prompt_tokens", "usage")
         completion = _int(o, "completion_tokens", "usage")
@@ -250,7 +378,12 @@ class Usage(_Raw):
 
 @dataclass
 class ChatCompletionChunk(_Raw):
-    """One streamed ``chat.completion.chunk``. ``choices`` may be empty (usage chunks)."""
+    """One streamed ``chat.completion.chunk``.
+
+    ``choices`` may be empty: the usage chunk at the end of a stream has only ``usage``.
+    A missing ``id``, ``model`` or ``created`` is ``""``, ``""`` or ``0``: gateways differ
+    in which of them they repeat on every chunk.
+    """
 
     id: str = ""
     object: str = "chat.completion.chunk"
@@ -264,33 +397,56 @@ class ChatCompletionChunk(_Raw):
                         "system_fingerprint"})
 
     @classmethod
-    def from_json(cls, obj: Any) -> ChatCompletionChunk:
-        if type(obj) is not dict:
-            raise _bad("chunk", "a JSON object", obj)
-        g = obj.get
-        choices = g("choices")
-        if choices is None:
-            parsed: list[ChunkChoice] = []
-        elif type(choices) is list:
-            parsed = [ChunkChoice.from_json(c) for c in choices]
-        else:
-            raise _bad("chunk.choices", "a list", choices)
-        usage = g("usage")
-        id_, model, created = g("id", ""), g("model", ""), g("created", 0)
-        if type(id_) is not str:
-            id_ = _str(obj, "id", "chunk")
-        if type(model) is not str:
-            model = _str(obj, "model", "chunk")
-        if type(created) is not int:
-            created = _int(obj, "created", "chunk")
-        return cls(id_, g("object") or "chat.completion.chunk", created, model, parsed,
-                   None if usage is None else Usage.from_json(usage),
-                   _opt_str(obj, "system_fingerprint", "chunk"), obj)
+    def from_json(cls, obj: Any) -> ChatCompletionChunk:  # ``object`` is a field here
+        """Build from a decoded chunk.
+
+        Raises:
+            ProtocolError: *obj* is not an object, or any field, at any depth, has the
+                wrong shape.
+        """
+        return _chunk(obj)
+
+
+def _chunk(obj: object) -> ChatCompletionChunk:
+    if type(obj) is not dict:
+        raise _bad("chunk", "a JSON object", obj)
+    get = obj.get
+    choices = get("choices")
+    if type(choices) is list:
+        # One choice is the common case; skip the comprehension's frame for it.
+        parsed = ([_chunk_choice(choices[0])] if len(choices) == 1
+                  else [_chunk_choice(c) for c in choices])
+    elif choices is None:
+        parsed = []
+    else:
+        raise _bad("chunk.choices", "a list", choices)
+    id_ = get("id", "")
+    model = get("model", "")
+    created = get("created", 0)
+    kind = get("object", "chat.completion.chunk")
+    fingerprint = get("system_fingerprint")
+    usage = get("usage")
+    if (type(id_) is not str or type(model) is not str or type(created) is not int
+            or type(kind) is not str
+            or (fingerprint is not None and type(fingerprint) is not str)):
+        # Re-read through the checking helpers: they accept null and name the culprit.
+        id_ = _str(obj, "id", "chunk")
+        model = _str(obj, "model", "chunk")
+        created = _int(obj, "created", "chunk")
+        kind = _str(obj, "object", "chunk", "chat.completion.chunk")
+        fingerprint = _opt_str(obj, "system_fingerprint", "chunk")
+    return ChatCompletionChunk(id_, kind, created, model, parsed,
+                               None if usage is None else Usage.from_json(usage),
+                               fingerprint, obj)
+
+
+# -- the non-streamed answer -------------------------------------------------------------
 
 
 @dataclass
 class Message(_Raw):
-    """The message of a non-streamed choice."""
+    """The message of a non-streamed choice. ``reasoning_content`` is read as in
+    :class:`Delta`."""
 
     role: str = "assistant"
     content: Optional[str] = None
@@ -301,6 +457,11 @@ class Message(_Raw):
 
     @classmethod
     def from_json(cls, obj: object) -> Message:
+        """Build from a choice's ``message`` object.
+
+        Raises:
+            ProtocolError: *obj* is not an object, or a field has the wrong type.
+        """
         o = _obj(obj, "choices[].message")
         reasoning = _opt_str(o, "reasoning_content", "message")
         if reasoning is None:
@@ -313,7 +474,7 @@ class Message(_Raw):
 
 @dataclass
 class Choice(_Raw):
-    """One choice of a non-streamed answer."""
+    """One choice of a non-streamed answer. ``message`` is required."""
 
     index: int = 0
     message: Message = field(default_factory=Message)
@@ -323,11 +484,17 @@ class Choice(_Raw):
 
     @classmethod
     def from_json(cls, obj: object) -> Choice:
+        """Build from one entry of a completion's ``choices``.
+
+        Raises:
+            ProtocolError: *obj* is not an object, ``message`` is missing, or a field
+                has the wrong type.
+        """
         o = _obj(obj, "choices[]")
         if "message" not in o:
-            raise ProtocolError(f"choices[] has no message: {excerpt(json.dumps(o))}")
-        return cls(_int(o, "index", "choice"), Message.from_json(o["message"]),
-                   _opt_str(o, "finish_reason", "choice"), o)
+            raise _missing("choices[]", "message", o)
+        return cls(_int(o, "index", "choices[]"), Message.from_json(o["message"]),
+                   _opt_str(o, "finish_reason", "choices[]"), o)
 
 
 @dataclass
@@ -344,20 +511,33 @@ class ChatCompletion(_Raw):
     _KNOWN = frozenset({"id", "object", "created", "model", "choices", "usage"})
 
     @classmethod
-    def from_json(cls, obj: Any) -> ChatCompletion:
+    def from_json(cls, obj: Any) -> ChatCompletion:  # ``object`` is a field here
+        """Build from a decoded response body.
+
+        Raises:
+            ProtocolError: *obj* is not an object, or any field, at any depth, has the
+                wrong shape.
+        """
         o = _obj(obj, "chat completion")
         choices = _list(o, "choices", "chat completion") or []
         usage = o.get("usage")
-        return cls(_str(o, "id", "completion"), _str(o, "object", "completion",
-                                                     "chat.completion"),
-                   _int(o, "created", "completion"), _str(o, "model", "completion"),
+        return cls(_str(o, "id", "chat completion"),
+                   _str(o, "object", "chat completion", "chat.completion"),
+                   _int(o, "created", "chat completion"), _str(o, "model", "chat completion"),
                    [Choice.from_json(c) for c in choices],
                    None if usage is None else Usage.from_json(usage), o)
 
 
+# -- cost trailer ------------------------------------------------------------------------
+
+
 @dataclass
 class Cost(_Raw):
-    """The cost trailer AllToken sends after ``[DONE]``. Money is exact (``Decimal``)."""
+    """The cost comment AllToken may send after ``data: [DONE]``.
+
+    Money is exact: ``Decimal`` built from the JSON text (a string or a number), never
+    through a ``float``. Token counts are ``int``.
+    """
 
     cost: Decimal = Decimal(0)
     input_price: Optional[Decimal] = None
@@ -368,15 +548,37 @@ class Cost(_Raw):
     _KNOWN = frozenset({"cost", "input_price", "output_price", "prompt_tokens",
                         "completion_tokens"})
 
+    @classmethod
+    def from_json(cls, obj: object) -> Cost:
+        """Build from a decoded cost object.
+
+        Decode with ``json.loads(text, parse_float=Decimal)`` so numbers keep every digit;
+        a ``float`` amount is refused rather than silently rounded.
+
+        Raises:
+            ProtocolError: *obj* is not an object, ``cost`` is missing or null, an amount
+                is not a finite decimal, or a count is not a non-negative integer.
+        """
+        o = _obj(obj, "cost comment")
+        cost = _money(o, "cost")
+        if cost is None:
+            raise _bad("cost.cost", "a decimal string or number", o.get("cost"))
+        return cls(cost, _money(o, "input_price"), _money(o, "output_price"),
+                   _count(o, "prompt_tokens"), _count(o, "completion_tokens"), o)
+
 
 def _money(obj: dict[str, Any], key: str) -> Optional[Decimal]:
     value = obj.get(key)
     if value is None:
         return None
-    if type(value) is bool or not isinstance(value, (str, int, Decimal)):
-        raise _bad(f"cost.{key}", "a decimal string or number", value)
+    kind = type(value)
     try:
-        money = Decimal(value.strip() if isinstance(value, str) else value)
+        if kind is Decimal:
+            money: Decimal = value
+        elif kind is str or kind is int:
+            money = Decimal(value)
+        else:
+            raise InvalidOperation
     except InvalidOperation:
         raise _bad(f"cost.{key}", "a decimal string or number", value) from None
     if not money.is_finite():
@@ -388,39 +590,57 @@ def _count(obj: dict[str, Any], key: str) -> Optional[int]:
     value = obj.get(key)
     if value is None:
         return None
-    if type(value) is int:
+    if type(value) is int and value >= 0:
         return value
     if type(value) is str and value.isdigit() and value.isascii():
         return int(value)
-    raise _bad(f"cost.{key}", "an integer", value)
+    raise _bad(f"cost.{key}", "a non-negative integer", value)
 
 
 def parse_cost(text: str) -> Optional[Cost]:
-    """The ``Cost`` in an SSE comment's text, or None if it is not a cost comment.
+    """The :class:`Cost` in an SSE comment's text, or None if it is not a cost comment.
 
-    A cost comment is a JSON object with a ``cost`` field. Other comments (keep-alives,
-    ``ping - ...``) return None. A cost object with malformed amounts raises
-    ``ProtocolError``.
+    A cost comment is a JSON object with a ``cost`` field, e.g.
+    ``{"cost": "0.0012", "input_price": "0.0003", "prompt_tokens": 15}``. Anything else
+    -- keep-alives, ``ping - 2026-11-23 ...``, text that only looks like JSON, a JSON
+    object without ``cost`` -- returns None; text not starting with ``{`` returns before
+    any JSON decoding.
+
+    Args:
+        text: A comment's text (the line after ``:``).
+
+    Returns:
+        The cost, or None.
+
+    Raises:
+        ProtocolError: The comment is a cost object but an amount or a count is
+            malformed (``"cost": "abc"``, ``"cost": null``, ``"prompt_tokens": -1``).
     """
     text = text.strip()
-    if not text.startswith("{") or '"cost"' not in text:
+    if not text.startswith("{"):
         return None
     try:
         obj = json.loads(text, parse_float=Decimal)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if type(obj) is not dict or "cost" not in obj:
         return None
-    cost = _money(obj, "cost")
-    if cost is None:
-        raise _bad("cost.cost", "a decimal string or number", None)
-    return Cost(cost, _money(obj, "input_price"), _money(obj, "output_price"),
-                _count(obj, "prompt_tokens"), _count(obj, "completion_tokens"), obj)
+    return Cost.from_json(obj)
+
+
+# -- errors ------------------------------------------------------------------------------
 
 
 @dataclass
 class ErrorInfo(_Raw):
-    """An ``{"error": ...}`` object, from an error response or an in-stream event."""
+    """The ``error`` of an error response or of an in-stream error event.
+
+    Read leniently on purpose: the server is reporting a failure, and a field of an
+    unexpected type must not hide it behind a ``ProtocolError``. A non-string ``message``
+    becomes its JSON text, a missing one the error object's JSON text; a non-string
+    ``type`` is None (the original stays in ``raw``). ``code`` and ``param`` are kept as
+    sent (int, str or None in practice).
+    """
 
     message: str = ""
     type: Optional[str] = None
@@ -431,54 +651,94 @@ class ErrorInfo(_Raw):
 
     @classmethod
     def from_json(cls, obj: object) -> ErrorInfo:
+        """Build from an ``error`` value: an object, or a plain message string.
+
+        For a string, ``raw`` is ``{"message": <the string>}``.
+
+        Raises:
+            ProtocolError: *obj* is neither an object nor a string.
+        """
         if type(obj) is str:
             return cls(obj, None, None, None, {"message": obj})
-        o = _obj(obj, "error")
-        message = o.get("message")
+        if type(obj) is not dict:
+            raise _bad("error", "a JSON object or a string", obj)
+        message = obj.get("message")
         if type(message) is not str:
-            message = json.dumps(message) if message is not None else "unknown error"
-        type_ = o.get("type")
-        return cls(message, type_ if type(type_) is str else None, o.get("code"),
-                   o.get("param"), o)
+            source = obj if message is None else message
+            try:
+                message = json.dumps(source, ensure_ascii=False)
+            except (TypeError, ValueError, RecursionError):
+                message = "the server reported an error"
+            if len(message) > 1000:
+                message = message[:1000] + "..."
+        kind = obj.get("type")
+        return cls(message, kind if type(kind) is str else None, obj.get("code"),
+                   obj.get("param"), obj)
 
 
 def parse_chunk(data: str) -> Union[ChatCompletionChunk, ErrorInfo]:
-    """Parse one SSE ``data`` payload: a chunk, or the ``ErrorInfo`` of an error event.
+    """Parse one SSE ``data`` payload: a chunk, or the error an error event carries.
+
+    An object with a non-null ``error`` field is an error event (OpenAI-compatible
+    servers send ``data: {"error": {...}}`` mid-stream); ``"error": null`` is a chunk.
+
+    Args:
+        data: The event's data.
+
+    Returns:
+        The :class:`ChatCompletionChunk`, or the :class:`ErrorInfo` of an error event.
 
     Raises:
-        ProtocolError: malformed JSON, or JSON that is not a chunk.
+        ProtocolError: The data is not JSON, not a JSON object, or not shaped like a
+            chunk or an error event. Nothing else escapes, whatever the input.
     """
     try:
         obj = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
+        # ValueError covers JSONDecodeError and over-long integer literals;
+        # RecursionError a nesting deeper than the decoder's stack.
         raise ProtocolError(f"malformed JSON in stream chunk: {excerpt(data)}") from None
     if type(obj) is not dict:
-        raise ProtocolError(f"stream chunk is not a JSON object: {excerpt(data)}")
+        raise ProtocolError(f"stream chunk: expected a JSON object, got {excerpt(data)}")
     if "error" in obj:
-        return ErrorInfo.from_json(obj["error"])
-    return ChatCompletionChunk.from_json(obj)
+        error = obj["error"]
+        if error is not None:
+            return ErrorInfo.from_json(error)
+    return _chunk(obj)
 
 
 def parse_error_body(body: bytes, content_type: Optional[str]) -> Optional[ErrorInfo]:
-    """The ``ErrorInfo`` in an HTTP error body, or None if it holds none.
+    """The :class:`ErrorInfo` in an HTTP error response's body, or None.
 
-    Accepts ``{"error": {...}}``, ``{"error": "message"}`` and ``{"message": ...}``;
-    anything else (HTML, plain text, empty) returns None.
+    Recognised: ``{"error": {...}}``, ``{"error": "message"}``, and a top-level
+    ``{"message": "..."}`` or ``{"detail": "..."}`` (servers built on common web
+    frameworks). Anything else -- HTML from a proxy, plain text, an empty body, other
+    JSON -- returns None and the caller reports an excerpt of the text.
+
+    Args:
+        body: The (possibly truncated) response body.
+        content_type: The response's ``Content-Type``. Not relied on: the body is
+            sniffed, since gateways label JSON errors ``text/plain`` and HTML pages
+            ``application/json``.
+
+    Returns:
+        The error, or None. Never raises.
     """
     text = body.strip()
     if not text.startswith(b"{"):
         return None
     try:
         obj = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if type(obj) is not dict:
         return None
-    if "error" in obj:
-        try:
-            return ErrorInfo.from_json(obj["error"])
-        except ProtocolError:
-            return None
+    error = obj.get("error")
+    if type(error) is dict or type(error) is str:
+        return ErrorInfo.from_json(error)
     if type(obj.get("message")) is str:
         return ErrorInfo.from_json(obj)
+    detail = obj.get("detail")
+    if type(detail) is str:
+        return ErrorInfo(detail, None, None, None, obj)
     return None

@@ -1,4 +1,5 @@
-"""Response dataclasses from JSON: shapes, defaults, unknown fields, wrong shapes."""
+"""Response dataclasses from JSON: shapes, defaults, unknown fields, wrong shapes, and the
+three parsers the client calls (chunks, cost comments, error bodies)."""
 
 from __future__ import annotations
 
@@ -14,113 +15,393 @@ from alltoken import ProtocolError
 from alltoken._types import (
     ChatCompletion,
     ChatCompletionChunk,
+    Choice,
+    ChunkChoice,
+    Cost,
+    Delta,
     ErrorInfo,
+    FunctionCall,
+    FunctionCallDelta,
+    Message,
+    ToolCall,
+    ToolCallDelta,
     Usage,
     parse_chunk,
     parse_cost,
     parse_error_body,
 )
 
-CHUNK = {"id": "c1", "object": "chat.completion.chunk", "created": 5, "model": "m",
-         "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}]}
+CHUNK: dict[str, Any] = {
+    "id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1732300000,
+    "model": "deepseek-reasoner", "system_fingerprint": "fp_1",
+    "choices": [{"index": 0, "delta": {"content": "Hi"}, "logprobs": None,
+                 "finish_reason": None}],
+}
+
+
+def chunk_with_delta(delta: object, **choice: object) -> dict[str, Any]:
+    return {"choices": [{"index": 0, "delta": delta, **choice}]}
 
 
 class TestChunk:
     def test_a_typical_chunk(self) -> None:
         c = ChatCompletionChunk.from_json(CHUNK)
-        assert (c.id, c.object, c.created, c.model) == ("c1", "chat.completion.chunk", 5, "m")
-        assert c.choices[0].delta.content == "Hi" and c.choices[0].finish_reason is None
-        assert c.usage is None
+        assert (c.id, c.object, c.created, c.model) == (
+            "chatcmpl-1", "chat.completion.chunk", 1732300000, "deepseek-reasoner")
+        assert c.system_fingerprint == "fp_1" and c.usage is None
+        assert c.choices == [ChunkChoice(0, Delta(content="Hi"), None, None)]
 
-    def test_missing_fields_default(self) -> None:
+    def test_raw_is_the_object_itself_not_a_copy(self) -> None:
+        c = ChatCompletionChunk.from_json(CHUNK)
+        assert c.raw is CHUNK
+        assert c.choices[0].raw is CHUNK["choices"][0]
+        assert c.choices[0].delta.raw is CHUNK["choices"][0]["delta"]
+
+    def test_raw_is_left_out_of_repr_and_equality(self) -> None:
+        c = ChatCompletionChunk.from_json(CHUNK)
+        assert "raw=" not in repr(c)
+        assert c == ChatCompletionChunk.from_json(dict(CHUNK, provider="x"))
+
+    def test_missing_top_level_fields_default(self) -> None:
         c = ChatCompletionChunk.from_json({"choices": [{"delta": {}}]})
-        assert (c.id, c.model, c.created) == ("", "", 0)
-        assert c.choices[0].index == 0 and c.choices[0].delta.content is None
+        assert (c.id, c.object, c.created, c.model) == ("", "chat.completion.chunk", 0, "")
+        assert c.system_fingerprint is None and c.usage is None
+
+    def test_null_top_level_fields_default(self) -> None:
+        c = ChatCompletionChunk.from_json({"id": None, "model": None, "created": None,
+                                           "object": None, "choices": None})
+        assert (c.id, c.object, c.created, c.model, c.choices) == (
+            "", "chat.completion.chunk", 0, "", [])
+
+    def test_missing_choice_fields_default(self) -> None:
+        choice = ChatCompletionChunk.from_json({"choices": [{"delta": {}}]}).choices[0]
+        assert (choice.index, choice.finish_reason, choice.logprobs) == (0, None, None)
+        assert choice.delta == Delta(None, None, None, None)
+
+    def test_an_empty_object_is_a_chunk_without_choices(self) -> None:
+        assert ChatCompletionChunk.from_json({}).choices == []
 
     def test_unknown_fields_are_kept_in_raw_and_extra(self) -> None:
         obj = dict(CHUNK, provider="deepseek", choices=[
-            {"index": 0, "delta": {"content": "x", "audio": {"id": 1}}, "logprobs": None}])
+            {"index": 0, "delta": {"content": "x", "audio": {"id": 1}}, "logprobs": None,
+             "native_finish_reason": "eos"}])
         c = ChatCompletionChunk.from_json(obj)
-        assert c.raw is obj and c.extra == {"provider": "deepseek"}
+        assert c.extra == {"provider": "deepseek"}
+        assert c.choices[0].extra == {"native_finish_reason": "eos"}
         assert c.choices[0].delta.extra == {"audio": {"id": 1}}
+
+    def test_extra_is_empty_when_every_field_is_mapped(self) -> None:
+        c = ChatCompletionChunk.from_json(CHUNK)
+        assert c.extra == {} and c.choices[0].extra == {} and c.choices[0].delta.extra == {}
 
     @pytest.mark.parametrize("key", ["reasoning_content", "reasoning"])
     def test_both_reasoning_field_names_are_read(self, key: str) -> None:
-        c = ChatCompletionChunk.from_json({"choices": [{"index": 0, "delta": {key: "hmm"}}]})
+        c = ChatCompletionChunk.from_json(chunk_with_delta({key: "hmm"}))
         assert c.choices[0].delta.reasoning_content == "hmm"
 
+    def test_reasoning_alias_is_not_an_extra_field(self) -> None:
+        c = ChatCompletionChunk.from_json(chunk_with_delta({"reasoning": "hmm"}))
+        assert c.choices[0].delta.extra == {}
+
+    def test_reasoning_content_wins_over_reasoning(self) -> None:
+        delta = {"reasoning_content": "a", "reasoning": "b"}
+        c = ChatCompletionChunk.from_json(chunk_with_delta(delta))
+        assert c.choices[0].delta.reasoning_content == "a"
+
+    def test_null_reasoning_content_falls_back_to_reasoning(self) -> None:
+        delta = {"reasoning_content": None, "reasoning": "b", "content": None}
+        c = ChatCompletionChunk.from_json(chunk_with_delta(delta))
+        assert c.choices[0].delta.reasoning_content == "b"
+
+    def test_first_delta_with_role_and_nulls(self) -> None:
+        delta = {"role": "assistant", "content": None, "reasoning_content": ""}
+        d = ChatCompletionChunk.from_json(chunk_with_delta(delta)).choices[0].delta
+        assert d == Delta("assistant", None, "", None)
+
+    def test_content_and_reasoning_in_one_delta(self) -> None:
+        delta = {"content": "x", "reasoning_content": "y"}
+        d = ChatCompletionChunk.from_json(chunk_with_delta(delta)).choices[0].delta
+        assert (d.content, d.reasoning_content) == ("x", "y")
+
+    def test_finish_reason_chunk_with_empty_delta(self) -> None:
+        c = ChatCompletionChunk.from_json(chunk_with_delta({}, finish_reason="stop"))
+        assert c.choices[0].finish_reason == "stop" and c.choices[0].delta.content is None
+
+    def test_several_choices_keep_their_order_and_index(self) -> None:
+        c = ChatCompletionChunk.from_json({"choices": [
+            {"index": 1, "delta": {"content": "b"}}, {"index": 0, "delta": {"content": "a"}}]})
+        assert [(ch.index, ch.delta.content) for ch in c.choices] == [(1, "b"), (0, "a")]
+
+    def test_logprobs_pass_through_as_sent(self) -> None:
+        logprobs = {"content": [{"token": "Hi", "logprob": -0.1}]}
+        c = ChatCompletionChunk.from_json(chunk_with_delta({"content": "Hi"},
+                                                           logprobs=logprobs))
+        assert c.choices[0].logprobs is logprobs
+
     def test_usage_only_chunk(self) -> None:
-        c = ChatCompletionChunk.from_json({"choices": [], "usage": {
+        c = ChatCompletionChunk.from_json({"id": "x", "choices": [], "usage": {
             "prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7,
             "completion_tokens_details": {"reasoning_tokens": 2}}})
         assert c.choices == [] and c.usage == Usage(3, 4, 7)
         assert c.usage.extra == {"completion_tokens_details": {"reasoning_tokens": 2}}
-
-    def test_total_tokens_defaults_to_the_sum(self) -> None:
-        assert Usage.from_json({"prompt_tokens": 2, "completion_tokens": 3}).total_tokens == 5
+        assert c.usage.raw["completion_tokens_details"] == {"reasoning_tokens": 2}
 
     def test_tool_call_deltas(self) -> None:
-        c = ChatCompletionChunk.from_json({"choices": [{"index": 0, "delta": {"tool_calls": [
+        c = ChatCompletionChunk.from_json(chunk_with_delta({"tool_calls": [
             {"index": 1, "id": "call_1", "type": "function",
-             "function": {"name": "f", "arguments": "{\"a\""}}]}}]})
-        call = c.choices[0].delta.tool_calls[0]  # type: ignore[index]
-        assert (call.index, call.id, call.type) == (1, "call_1", "function")
-        assert call.function is not None and call.function.arguments == '{"a"'
+             "function": {"name": "f", "arguments": '{"a"'}}]}))
+        calls = c.choices[0].delta.tool_calls
+        assert calls == [ToolCallDelta(1, "call_1", "function",
+                                       FunctionCallDelta("f", '{"a"'))]
+
+    def test_tool_call_argument_piece_without_id_or_name(self) -> None:
+        c = ChatCompletionChunk.from_json(chunk_with_delta({"tool_calls": [
+            {"index": 0, "function": {"arguments": ': 1}'}}]}))
+        calls = c.choices[0].delta.tool_calls
+        assert calls == [ToolCallDelta(0, None, None, FunctionCallDelta(None, ": 1}"))]
+
+    def test_tool_call_without_index_takes_its_position(self) -> None:
+        c = ChatCompletionChunk.from_json(chunk_with_delta({"tool_calls": [
+            {"id": "a", "function": {"name": "f", "arguments": "{}"}},
+            {"id": "b", "function": {"name": "g", "arguments": "{}"}}]}))
+        calls = c.choices[0].delta.tool_calls
+        assert calls is not None and [(t.index, t.id) for t in calls] == [(0, "a"), (1, "b")]
+
+    def test_tool_call_delta_unknown_fields_are_kept(self) -> None:
+        c = ChatCompletionChunk.from_json(chunk_with_delta({"tool_calls": [
+            {"index": 0, "function": {"arguments": "", "strict": True}, "x": 1}]}))
+        calls = c.choices[0].delta.tool_calls
+        assert calls is not None and calls[0].extra == {"x": 1}
+        assert calls[0].function is not None and calls[0].function.extra == {"strict": True}
 
     @pytest.mark.parametrize(("obj", "where"), [
-        ({"choices": {"0": {}}}, "choices"),
+        ([], "chunk"),
+        ({"choices": {"0": {}}}, "chunk.choices"),
+        ({"choices": "abc"}, "chunk.choices"),
         ({"choices": ["x"]}, "choices[]"),
-        ({"choices": [{"index": "0", "delta": {}}]}, "index"),
-        ({"choices": [{"index": 0}]}, "delta"),
-        ({"choices": [{"index": 0, "delta": []}]}, "delta"),
-        ({"choices": [{"index": 0, "delta": {"content": 5}}]}, "content"),
-        ({"choices": [{"index": 0, "delta": {"tool_calls": {}}}]}, "tool_calls"),
-        ({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": "a"}]}}]}, "index"),
+        ({"choices": [None]}, "choices[]"),
+        ({"choices": [{"index": "0", "delta": {}}]}, "choices[].index"),
+        ({"choices": [{"index": 0.0, "delta": {}}]}, "choices[].index"),
+        ({"choices": [{"index": True, "delta": {}}]}, "choices[].index"),
+        ({"choices": [{"index": 0}]}, "choices[]: the required field 'delta'"),
+        ({"choices": [{"index": 0, "delta": None}]}, "choices[].delta"),
+        ({"choices": [{"index": 0, "delta": []}]}, "choices[].delta"),
+        ({"choices": [{"index": 0, "delta": "Hi"}]}, "choices[].delta"),
+        ({"choices": [{"index": 0, "delta": {}, "finish_reason": 1}]},
+         "choices[].finish_reason"),
+        (chunk_with_delta({"content": 5}), "delta.content"),
+        (chunk_with_delta({"content": ["a"]}), "delta.content"),
+        (chunk_with_delta({"content": "a", "role": 1}), "delta.role"),
+        (chunk_with_delta({"reasoning_content": 1}), "delta.reasoning_content"),
+        (chunk_with_delta({"reasoning": {"text": "x"}}), "delta.reasoning"),
+        (chunk_with_delta({"tool_calls": {}}), "delta.tool_calls"),
+        (chunk_with_delta({"tool_calls": ["x"]}), "delta.tool_calls[]"),
+        (chunk_with_delta({"tool_calls": [{"index": "a"}]}), "delta.tool_calls[].index"),
+        (chunk_with_delta({"tool_calls": [{"index": 0, "id": 7}]}), "delta.tool_calls[].id"),
+        (chunk_with_delta({"tool_calls": [{"index": 0, "function": "f"}]}),
+         "delta.tool_calls[].function"),
+        (chunk_with_delta({"tool_calls": [{"index": 0, "function": {"arguments": {}}}]}),
+         "delta.tool_calls[].function.arguments"),
         ({"choices": [], "usage": "lots"}, "usage"),
-        ({"choices": [], "usage": {"prompt_tokens": True}}, "prompt_tokens"),
-        ({"choices": [], "model": 7}, "model"),
+        ({"choices": [], "usage": {"prompt_tokens": True}}, "usage.prompt_tokens"),
+        ({"choices": [], "usage": {"prompt_tokens": "3"}}, "usage.prompt_tokens"),
+        ({"choices": [], "usage": {"completion_tokens": 1.5}}, "usage.completion_tokens"),
+        ({"choices": [], "model": 7}, "chunk.model"),
+        ({"choices": [], "id": 7}, "chunk.id"),
+        ({"choices": [], "created": "now"}, "chunk.created"),
+        ({"choices": [], "object": []}, "chunk.object"),
+        ({"choices": [], "system_fingerprint": 1}, "chunk.system_fingerprint"),
     ])
     def test_wrong_shapes_are_protocol_errors_naming_the_field(
-            self, obj: dict[str, Any], where: str) -> None:
-        with pytest.raises(ProtocolError, match=r"expected|no delta") as info:
+            self, obj: Any, where: str) -> None:
+        with pytest.raises(ProtocolError, match=r"expected|missing") as info:
             ChatCompletionChunk.from_json(obj)
-        assert where.split("[")[0] in str(info.value)
+        assert str(info.value).startswith(where)
+
+    def test_wrong_shape_message_shows_what_came(self) -> None:
+        with pytest.raises(ProtocolError) as info:
+            ChatCompletionChunk.from_json(chunk_with_delta({"content": 5}))
+        assert str(info.value) == "delta.content: expected a string or null, got 5"
+
+    def test_wrong_shape_message_shows_strings_as_json(self) -> None:
+        with pytest.raises(ProtocolError) as info:
+            ChatCompletionChunk.from_json({"choices": [{"index": "0", "delta": {}}]})
+        assert str(info.value) == 'choices[].index: expected an integer, got "0"'
+
+    def test_wrong_shape_message_is_bounded(self) -> None:
+        with pytest.raises(ProtocolError) as info:
+            ChatCompletionChunk.from_json({"choices": "x" * 100_000})
+        assert len(str(info.value)) < 300
+
+    def test_each_class_parses_on_its_own(self) -> None:
+        assert Delta.from_json({"content": "x"}) == Delta(content="x")
+        assert ChunkChoice.from_json({"delta": {}, "index": 2}).index == 2
+        assert ToolCallDelta.from_json({"index": 3}).index == 3
+        assert FunctionCallDelta.from_json({"name": "f"}) == FunctionCallDelta("f", None)
+        with pytest.raises(ProtocolError):
+            Delta.from_json(None)
+
+
+class TestUsage:
+    def test_counts(self) -> None:
+        assert Usage.from_json({"prompt_tokens": 2, "completion_tokens": 3,
+                                "total_tokens": 6}) == Usage(2, 3, 6)
+
+    def test_missing_total_is_the_sum(self) -> None:
+        assert Usage.from_json({"prompt_tokens": 2, "completion_tokens": 3}).total_tokens == 5
+
+    def test_missing_counts_are_zero(self) -> None:
+        assert Usage.from_json({}) == Usage(0, 0, 0)
+
+    def test_big_counts_stay_exact(self) -> None:
+        assert Usage.from_json({"prompt_tokens": 10**20}).prompt_tokens == 10**20
+
+
+class TestCompletion:
+    def test_non_streamed_answer(self) -> None:
+        c = ChatCompletion.from_json({"id": "x", "object": "chat.completion", "created": 9,
+            "model": "m", "choices": [{
+                "index": 0, "finish_reason": "tool_calls", "message": {
+                    "role": "assistant", "content": None, "reasoning": "r",
+                    "tool_calls": [{"id": "call", "type": "function",
+                                    "function": {"name": "f", "arguments": "{}"}}]}}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 2}})
+        assert (c.id, c.object, c.created, c.model) == ("x", "chat.completion", 9, "m")
+        m = c.choices[0].message
+        assert m.content is None and m.reasoning_content == "r"
+        assert m.tool_calls == [ToolCall("call", "function", FunctionCall("f", "{}"))]
+        assert c.choices[0].finish_reason == "tool_calls"
+        assert c.usage is not None and c.usage.total_tokens == 3
+
+    def test_plain_answer_with_defaults(self) -> None:
+        c = ChatCompletion.from_json({"choices": [{"message": {"content": "hi"}}]})
+        assert (c.id, c.object, c.created, c.model, c.usage) == (
+            "", "chat.completion", 0, "", None)
+        assert c.choices == [Choice(0, Message("assistant", "hi", None, None), None)]
+
+    def test_unknown_fields_are_kept(self) -> None:
+        obj = {"choices": [{"message": {"content": "hi", "refusal": None}, "x": 1}], "y": 2}
+        c = ChatCompletion.from_json(obj)
+        assert c.raw is obj and c.extra == {"y": 2}
+        assert c.choices[0].extra == {"x": 1}
+        assert c.choices[0].message.extra == {"refusal": None}
+
+    def test_tool_call_defaults_and_extra(self) -> None:
+        call = ToolCall.from_json({"id": "c", "index": 0})
+        assert call == ToolCall("c", "function", FunctionCall("", ""))
+        assert call.extra == {"index": 0}
+
+    def test_assembled_tool_call_defaults(self) -> None:
+        assert ToolCall() == ToolCall("", "function", FunctionCall("", ""))
+        assert ToolCall().function is not ToolCall().function
+        assert ToolCall().raw == {} and ToolCall().extra == {}
+
+    @pytest.mark.parametrize(("obj", "where"), [
+        ([], "chat completion"),
+        ({"choices": {}}, "chat completion.choices"),
+        ({"choices": [{"index": 0}]}, "choices[]: the required field 'message'"),
+        ({"choices": [{"message": "hi"}]}, "choices[].message"),
+        ({"choices": [{"message": {"content": 1}}]}, "message.content"),
+        ({"choices": [{"message": {"role": None, "reasoning_content": 1}}]}, "message"),
+        ({"choices": [{"message": {"tool_calls": "x"}}]}, "message.tool_calls"),
+        ({"choices": [{"message": {"tool_calls": [1]}}]}, "tool_call"),
+        ({"choices": [{"message": {"tool_calls": [{"function": []}]}}]}, "tool_call.function"),
+        ({"choices": [{"message": {}, "index": "0"}]}, "choices[].index"),
+        ({"choices": [], "usage": []}, "usage"),
+        ({"choices": [], "created": 1.5}, "chat completion.created"),
+    ])
+    def test_wrong_shapes(self, obj: Any, where: str) -> None:
+        with pytest.raises(ProtocolError) as info:
+            ChatCompletion.from_json(obj)
+        assert str(info.value).startswith(where)
 
 
 class TestParseChunk:
     def test_chunk(self) -> None:
         c = parse_chunk(json.dumps(CHUNK))
-        assert isinstance(c, ChatCompletionChunk)
+        assert isinstance(c, ChatCompletionChunk) and c.choices[0].delta.content == "Hi"
 
-    @pytest.mark.parametrize(("error", "code"), [
-        ({"message": "Rate limit exceeded", "type": "rate_limit_error", "code": 429}, 429),
-        ({"message": "upstream"}, None),
-        ("plain message", None),
+    @pytest.mark.parametrize(("error", "expected"), [
+        ({"message": "Rate limit exceeded", "type": "rate_limit_error", "code": 429,
+          "param": None}, ErrorInfo("Rate limit exceeded", "rate_limit_error", 429, None)),
+        ({"message": "bad model", "type": "invalid_request_error", "code": "model_not_found",
+          "param": "model"},
+         ErrorInfo("bad model", "invalid_request_error", "model_not_found", "model")),
+        ({"message": "upstream"}, ErrorInfo("upstream", None, None, None)),
+        ("plain message", ErrorInfo("plain message", None, None, None)),
     ])
-    def test_error_events(self, error: object, code: object) -> None:
+    def test_error_events(self, error: object, expected: ErrorInfo) -> None:
         info = parse_chunk(json.dumps({"error": error}))
-        assert isinstance(info, ErrorInfo) and info.code == code
-        assert info.message in ("Rate limit exceeded", "upstream", "plain message")
+        assert info == expected
 
-    @pytest.mark.parametrize("data", ['{"choices": [tru', "[1, 2]", '"text"', "", "null"])
-    def test_malformed_or_non_object_json(self, data: str) -> None:
-        with pytest.raises(ProtocolError):
+    def test_error_event_keeps_unknown_fields(self) -> None:
+        info = parse_chunk('{"error": {"message": "m", "provider": "x", "metadata": {}}}')
+        assert isinstance(info, ErrorInfo) and info.extra == {"provider": "x", "metadata": {}}
+
+    def test_string_error_has_a_raw_object(self) -> None:
+        info = parse_chunk('{"error": "boom"}')
+        assert isinstance(info, ErrorInfo) and info.raw == {"message": "boom"}
+
+    def test_error_beside_chunk_fields_is_an_error(self) -> None:
+        info = parse_chunk(json.dumps(dict(CHUNK, error={"message": "late failure"})))
+        assert isinstance(info, ErrorInfo) and info.message == "late failure"
+
+    def test_null_error_is_a_chunk(self) -> None:
+        assert isinstance(parse_chunk(json.dumps(dict(CHUNK, error=None))),
+                          ChatCompletionChunk)
+
+    @pytest.mark.parametrize(("error", "message"), [
+        ({"message": None, "code": 500}, '{"message": null, "code": 500}'),
+        ({"code": 500}, '{"code": 500}'),
+        ({"message": {"detail": "x"}}, '{"detail": "x"}'),
+    ])
+    def test_error_without_a_string_message_is_still_an_error(
+            self, error: object, message: str) -> None:
+        info = parse_chunk(json.dumps({"error": error}))
+        assert isinstance(info, ErrorInfo) and info.message == message
+
+    def test_error_type_of_a_wrong_type_is_dropped_but_kept_in_raw(self) -> None:
+        info = parse_chunk('{"error": {"message": "m", "type": 5}}')
+        assert isinstance(info, ErrorInfo) and info.type is None and info.raw["type"] == 5
+
+    @pytest.mark.parametrize("error", ["[1]", "5", "true"])
+    def test_error_of_another_shape_is_a_protocol_error(self, error: str) -> None:
+        with pytest.raises(ProtocolError, match="error: expected"):
+            parse_chunk('{"error": ' + error + "}")
+
+    @pytest.mark.parametrize("data", ['{"choices": [tru', "", "{", "data: {}", "[DONE]",
+                                      '{"a": 1} x', "NaN x", "1" * 5000])
+    def test_malformed_json(self, data: str) -> None:
+        with pytest.raises(ProtocolError, match="malformed JSON in stream chunk"):
             parse_chunk(data)
+
+    @pytest.mark.parametrize("data", ["[1, 2]", '"text"', "null", "3", "true"])
+    def test_json_that_is_not_an_object(self, data: str) -> None:
+        with pytest.raises(ProtocolError, match="expected a JSON object"):
+            parse_chunk(data)
+
+    def test_nesting_deeper_than_the_decoder_allows_is_a_protocol_error(self) -> None:
+        with pytest.raises(ProtocolError):
+            parse_chunk("[" * 100_000 + "]" * 100_000)
+        with pytest.raises(ProtocolError):
+            parse_chunk('{"choices": ' + "[" * 100_000 + "]" * 100_000 + "}")
 
     def test_error_message_excerpt_is_bounded(self) -> None:
         with pytest.raises(ProtocolError) as info:
             parse_chunk("{" + "x" * 10000)
-        assert len(str(info.value)) < 400
+        assert len(str(info.value)) < 300
 
     json_values = st.recursive(
         st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
         | st.text(max_size=10),
         lambda kids: st.lists(kids, max_size=4)
-        | st.dictionaries(st.sampled_from(["choices", "delta", "index", "content",
-                                           "reasoning_content", "tool_calls", "usage",
-                                           "function", "error", "id", "model", "x"]),
-                          kids, max_size=5),
-        max_leaves=20)
+        | st.dictionaries(st.sampled_from([
+            "choices", "delta", "index", "content", "reasoning_content", "reasoning",
+            "role", "tool_calls", "function", "name", "arguments", "id", "type", "usage",
+            "prompt_tokens", "completion_tokens", "total_tokens", "finish_reason",
+            "logprobs", "model", "created", "object", "system_fingerprint", "error",
+            "message", "code", "x"]) | st.text(max_size=5), kids, max_size=6),
+        max_leaves=30)
 
     @given(json_values)
     def test_any_json_value_gives_a_chunk_an_error_or_protocol_error(self, value: Any) -> None:
@@ -130,69 +411,129 @@ class TestParseChunk:
             return
         assert isinstance(result, (ChatCompletionChunk, ErrorInfo))
 
+    @given(st.fixed_dictionaries({"choices": st.lists(st.fixed_dictionaries(
+        {"index": st.integers(0, 3), "delta": st.fixed_dictionaries({}, optional={
+            "content": st.none() | st.text(), "reasoning_content": st.none() | st.text(),
+            "role": st.none() | st.just("assistant")})}), max_size=3)}))
+    def test_well_formed_chunks_round_trip(self, value: Any) -> None:
+        c = parse_chunk(json.dumps(value))
+        assert isinstance(c, ChatCompletionChunk)
+        for choice, obj in zip(c.choices, value["choices"]):
+            assert choice.index == obj["index"]
+            assert choice.delta.content == obj["delta"].get("content")
+            assert choice.delta.reasoning_content == obj["delta"].get("reasoning_content")
+
     @given(st.text(max_size=200))
     def test_any_text_gives_nothing_but_protocol_error(self, text: str) -> None:
         try:
-            parse_chunk(text)
+            result = parse_chunk(text)
         except ProtocolError:
-            pass
+            return
+        assert isinstance(result, (ChatCompletionChunk, ErrorInfo))
 
 
 class TestCost:
     def test_cost_comment_with_strings_is_exact(self) -> None:
         c = parse_cost('{"cost":"0.0012","input_price":"0.0003","output_price":"0.0009",'
                        '"prompt_tokens":15,"completion_tokens":42}')
-        assert c is not None
-        assert c.cost == Decimal("0.0012") and str(c.cost) == "0.0012"
-        assert (c.input_price, c.output_price) == (Decimal("0.0003"), Decimal("0.0009"))
-        assert (c.prompt_tokens, c.completion_tokens) == (15, 42)
+        assert c == Cost(Decimal("0.0012"), Decimal("0.0003"), Decimal("0.0009"), 15, 42)
+        assert str(c.cost) == "0.0012"
 
-    def test_numbers_are_read_without_float_rounding(self) -> None:
-        c = parse_cost('{"cost": 0.1}')
-        assert c is not None and c.cost == Decimal("0.1")
+    @pytest.mark.parametrize(("text", "cost"), [
+        ('{"cost": 0.0012}', "0.0012"),
+        ('{"cost": 0.1}', "0.1"),
+        ('{"cost": 1e-7}', "1E-7"),
+        ('{"cost": 0.30000000000000004}', "0.30000000000000004"),
+        ('{"cost": 3}', "3"),
+        ('{"cost": "12.50"}', "12.50"),
+        ('{"cost": -0.5}', "-0.5"),
+    ])
+    def test_numbers_are_read_without_float_rounding(self, text: str, cost: str) -> None:
+        c = parse_cost(text)
+        assert c is not None and type(c.cost) is Decimal and str(c.cost) == cost
 
-    @pytest.mark.parametrize("text", ["keep-alive", "ping - 2026-11-23 10:00:00", "",
-                                      '{"price": "1"}', "{not json", '["cost"]'])
+    def test_token_counts_as_ints_or_digit_strings(self) -> None:
+        c = parse_cost('{"cost": "1", "prompt_tokens": "15", "completion_tokens": 42}')
+        assert c is not None and (c.prompt_tokens, c.completion_tokens) == (15, 42)
+
+    def test_optional_fields_default_to_none(self) -> None:
+        assert parse_cost('{"cost": "0"}') == Cost(Decimal(0), None, None, None, None)
+
+    def test_unknown_fields_are_kept(self) -> None:
+        c = parse_cost('{"cost": "1", "currency": "USD", "cache_read_tokens": 3}')
+        assert c is not None and c.extra == {"currency": "USD", "cache_read_tokens": 3}
+
+    def test_surrounding_whitespace_is_ignored(self) -> None:
+        assert parse_cost('  {"cost": "1"}\r') == Cost(Decimal(1))
+
+    @pytest.mark.parametrize("text", [
+        "keep-alive", "ping - 2026-11-23 10:00:00.123456", "", " ", "OPENROUTER PROCESSING",
+        '{"price": "1"}', "{not json", '{"cost": "1"', '["cost"]', '"cost"', "{}",
+        '{"data": {"cost": "1"}}', "[" * 100_000])
     def test_other_comments_are_not_costs(self, text: str) -> None:
         assert parse_cost(text) is None
 
-    @pytest.mark.parametrize("text", ['{"cost": "abc"}', '{"cost": null}', '{"cost": true}',
-                                      '{"cost": "NaN"}', '{"cost": "1", "prompt_tokens": "x"}'])
+    @pytest.mark.parametrize("text", [
+        '{"cost": "abc"}', '{"cost": null}', '{"cost": true}', '{"cost": "NaN"}',
+        '{"cost": "Infinity"}', '{"cost": NaN}', '{"cost": Infinity}', '{"cost": []}',
+        '{"cost": {}}', '{"cost": ""}', '{"cost": "1", "input_price": "x"}',
+        '{"cost": "1", "output_price": false}', '{"cost": "1", "prompt_tokens": "x"}',
+        '{"cost": "1", "prompt_tokens": -1}', '{"cost": "1", "completion_tokens": 1.5}',
+        '{"cost": "1", "completion_tokens": true}'])
     def test_malformed_cost_objects_are_protocol_errors(self, text: str) -> None:
-        with pytest.raises(ProtocolError):
+        with pytest.raises(ProtocolError, match=r"^cost\.\w+: expected"):
             parse_cost(text)
+
+    @given(st.decimals(allow_nan=False, allow_infinity=False))
+    def test_any_finite_decimal_survives_as_string_and_number(self, amount: Decimal) -> None:
+        for text in (json.dumps({"cost": str(amount)}), '{"cost": ' + str(amount) + "}"):
+            c = parse_cost(text)
+            assert c is not None and c.cost == amount
+
+    @given(st.text(max_size=100))
+    def test_any_text_gives_a_cost_none_or_protocol_error(self, text: str) -> None:
+        try:
+            result = parse_cost(text)
+        except ProtocolError:
+            return
+        assert result is None or isinstance(result, Cost)
 
 
 class TestErrorBody:
-    @pytest.mark.parametrize(("body", "message"), [
-        (b'{"error": {"message": "bad key", "type": "authentication_error"}}', "bad key"),
-        (b'{"error": "plain"}', "plain"),
-        (b'{"message": "top level"}', "top level"),
+    @pytest.mark.parametrize(("body", "expected"), [
+        (b'{"error": {"message": "bad key", "type": "authentication_error", "code": 401}}',
+         ErrorInfo("bad key", "authentication_error", 401, None)),
+        (b'{"error": {"message": "m", "code": "rate_limited"}}',
+         ErrorInfo("m", None, "rate_limited", None)),
+        (b'{"error": "plain"}', ErrorInfo("plain", None, None, None)),
+        (b'{"message": "top level", "type": "x"}', ErrorInfo("top level", "x", None, None)),
+        (b'{"object": "error", "message": "vllm style", "code": 400}',
+         ErrorInfo("vllm style", None, 400, None)),
+        (b'{"detail": "Not Found"}', ErrorInfo("Not Found", None, None, None)),
+        (b'\n  {"error": {"message": "padded"}}  \n', ErrorInfo("padded", None, None, None)),
+        ('{"error": {"message": "caf\u00e9"}}'.encode(), ErrorInfo("caf\u00e9", None, None, None)),
     ])
-    def test_json_error_bodies(self, body: bytes, message: str) -> None:
-        info = parse_error_body(body, "application/json")
-        assert info is not None and info.message == message
+    def test_json_error_bodies(self, body: bytes, expected: ErrorInfo) -> None:
+        assert parse_error_body(body, "application/json") == expected
 
-    @pytest.mark.parametrize("body", [b"<html>502</html>", b"", b"[]", b'{"ok": 1}', b"{bad"])
+    def test_content_type_is_not_relied_on(self) -> None:
+        info = parse_error_body(b'{"error": {"message": "m"}}', "text/plain")
+        assert info is not None and info.message == "m"
+
+    def test_raw_is_the_error_object(self) -> None:
+        info = parse_error_body(b'{"error": {"message": "m", "request_id": "r1"}}', None)
+        assert info is not None and info.raw == {"message": "m", "request_id": "r1"}
+        assert info.extra == {"request_id": "r1"}
+
+    @pytest.mark.parametrize("body", [
+        b"<html><body>502 Bad Gateway</body></html>", b"", b"   ", b"[]", b"null",
+        b'{"ok": 1}', b"{bad", b'{"error": null}', b'{"error": 5}', b'{"message": 5}',
+        b'{"detail": [{"loc": ["body"]}]}', b"\xff\xfe{", b"{" * 100_000,
+        b'{"error": {"message": "cut off'])
     def test_other_bodies_give_none(self, body: bytes) -> None:
         assert parse_error_body(body, "text/html") is None
 
-
-class TestCompletion:
-    def test_non_streamed_answer(self) -> None:
-        c = ChatCompletion.from_json({"id": "x", "model": "m", "choices": [{
-            "index": 0, "finish_reason": "tool_calls", "message": {
-                "role": "assistant", "content": None, "reasoning": "r",
-                "tool_calls": [{"id": "call", "type": "function",
-                                "function": {"name": "f", "arguments": "{}"}}]}}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 2}})
-        m = c.choices[0].message
-        assert m.content is None and m.reasoning_content == "r"
-        assert m.tool_calls is not None and m.tool_calls[0].function.name == "f"
-        assert c.usage is not None and c.usage.total_tokens == 3
-
-    @pytest.mark.parametrize("obj", [[], {"choices": [{"index": 0}]},
-                                     {"choices": [{"message": "hi"}]}])
-    def test_wrong_shapes(self, obj: Any) -> None:
-        with pytest.raises(ProtocolError):
-            ChatCompletion.from_json(obj)
+    @given(st.binary(max_size=200))
+    def test_never_raises(self, body: bytes) -> None:
+        result = parse_error_body(body, None)
+        assert result is None or isinstance(result, ErrorInfo)
