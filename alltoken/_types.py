@@ -621,7 +621,9 @@ def parse_cost(text: str) -> Optional[Cost]:
         return None
     try:
         obj = json.loads(text, parse_float=Decimal)
-    except (ValueError, RecursionError):
+    except (ValueError, RecursionError, ArithmeticError):
+        # ArithmeticError: decimal.InvalidOperation for a number Decimal cannot hold
+        # (e.g. an exponent of 10**60), raised from inside json.loads (found by fuzzing).
         return None
     if type(obj) is not dict or "cost" not in obj:
         return None

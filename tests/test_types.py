@@ -537,3 +537,11 @@ class TestErrorBody:
     def test_never_raises(self, body: bytes) -> None:
         result = parse_error_body(body, None)
         assert result is None or isinstance(result, ErrorInfo)
+
+
+def test_a_cost_comment_with_a_number_decimal_cannot_hold_is_not_a_crash() -> None:
+    # Found by fuzz/fuzz_chunk_json.py: decimal.InvalidOperation escaped json.loads.
+    from alltoken._types import parse_cost
+
+    text = '{"cost":"0.","prompt_tokens":1e' + "4" * 60 + "}"
+    assert parse_cost(text) is None
