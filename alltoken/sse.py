@@ -38,6 +38,7 @@ keep-alives.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import repeat
 from typing import Final, NoReturn, Optional, Union
@@ -65,6 +66,8 @@ _FAILED: Final = -(1 << 62)
 #: A ``retry`` value longer than this is ignored: converting it to ``int`` would cost
 #: time quadratic in its length (CPython caps int-from-str at 4300 digits for that reason).
 _MAX_RETRY_DIGITS: Final = 4300
+#: An event's data lines are kept one ``str`` each up to this many; see :func:`_compact`.
+_MAX_DATA_PIECES: Final = 64
 
 
 # Slotted, with a hand-written __init__: on CPython 3.9 this builds an event about 30%
@@ -154,6 +157,7 @@ class SSEDecoder:
         "_data",
         "_data_len",
         "_event",
+        "_fast",
         "_id",
         "_max_event",
         "_max_line",
@@ -209,6 +213,9 @@ class SSEDecoder:
         # second half of CRLF. Only meaningful while the tail is empty.
         self._skip_lf = False
         self._at_start = True  # no line ending seen yet: a BOM may still lead
+        # Between events: no field of an event seen yet, no CR pending, past the start,
+        # not failed. Only then may feed() try its fast path.
+        self._fast = False
 
     def feed(self, data: bytes) -> list[ServerSentEvent | Comment]:
         """Parse the next piece of the stream.
@@ -239,6 +246,65 @@ class SSEDecoder:
             elif self._state is not DecoderState.OPEN:
                 raise ProtocolError("the SSE decoder already failed; create a new one")
             return []
+        if self._fast:
+            # The common shape of an LLM stream: blocks of one "data: value" line and a
+            # blank line each. `head` is the incomplete line held back plus this feed up
+            # to its last blank line; when it has that shape it is cut into values by
+            # splitting on the separator plus "data: ". It has it exactly when it starts
+            # with "data: ", no value holds a CR or LF, and (a sufficient bound) it is no
+            # longer than one line may be. For such a block the spec's steps reduce to:
+            # data buffer = value + LF; dispatch strips the LF; the type is "message";
+            # the id is the id buffer. Anything else takes the general path below,
+            # before any state has changed.
+            if 13 in data:
+                j = data.rfind(b"\r\n\r\n")
+                skip, dsep, sdsep = 4, b"\r\n\r\ndata: ", "\r\n\r\ndata: "
+            else:
+                j = data.rfind(b"\n\n")
+                skip, dsep, sdsep = 2, b"\n\ndata: ", "\n\ndata: "
+            if j >= 0:
+                tail = self._tail
+                if tail:
+                    tail.append(data[:j])
+                    head = b"".join(tail)
+                    del tail[-1]
+                else:
+                    head = data[:j]
+                if head[:6] == b"data: " and len(head) <= self._max_line:
+                    if head.isascii():
+                        # One decode and a str split: an ASCII run stays one byte a
+                        # character, and no value needs a decode call of its own.
+                        texts = head.decode().split(sdsep)
+                        joined = "".join(texts)
+                        plain = "\n" not in joined and "\r" not in joined
+                    else:
+                        # Values decoded one by one: decoding the run at once would
+                        # widen all of it to 4 bytes a character for one emoji.
+                        values = head.split(dsep)
+                        raw = b"".join(values)
+                        plain = 10 not in raw and 13 not in raw
+                        if plain:
+                            texts = [v.decode("utf-8", "replace") for v in values]
+                    if plain:
+                        texts[0] = texts[0][6:]
+                        lid = self.last_event_id = self._id
+                        out: list[ServerSentEvent | Comment]
+                        if lid:
+                            out = list(map(ServerSentEvent, texts, repeat("message"), repeat(lid)))
+                        else:
+                            out = list(map(ServerSentEvent, texts))
+                        rest = data[j + skip :]
+                        if 10 in rest or 13 in rest:
+                            self._tail = []
+                            self._room = self._max_line
+                            out += self._feed_lines(rest)
+                        else:
+                            self._tail = [rest] if rest else []
+                            self._room = self._max_line - len(rest)
+                            if self._room < 0:
+                                self._fail("a line is longer than max_line_bytes "
+                                           f"({self._max_line} bytes)")
+                        return out
         return self._feed_lines(data)
 
     def _check_tail(self) -> None:
@@ -294,11 +360,53 @@ class SSEDecoder:
         if len(complete) > self._max_line and _longest_line(complete) > self._max_line:
             self._fail(f"a line is longer than max_line_bytes ({self._max_line} bytes)")
         try:
-            return self._lines(complete)
+            out = self._lines(complete)
         except ProtocolError:
+            self._fast = False
             self._state = DecoderState.ERROR
             self._room = _FAILED
             raise
+        self._fast = not self._data and not self._event and not self._skip_lf
+        return out
+
+    def events(self, chunks: Iterable[bytes]) -> Iterator[ServerSentEvent | Comment]:
+        """Parse a whole stream given as an iterable of chunks, then :meth:`end` it.
+
+        The same as calling :meth:`feed` with each chunk and :meth:`end` after the last,
+        yielding every item as soon as the chunk that completes it has been read: for
+        a transport that hands over chunks as they arrive, nothing waits for the next
+        one. It is cheaper than ``feed`` for many small chunks: chunks that only extend
+        the incomplete line are collected here without a method call each, and handed
+        to ``feed`` in one piece with the chunk that ends the line (or when they reach
+        ``max_line_bytes``, so memory stays bounded and an over-long line raises as
+        early as it would with ``feed``).
+
+        Raises:
+            ProtocolError: as :meth:`feed` and :meth:`end`.
+            TypeError: a chunk is not bytes-like.
+        """
+        feed = self.feed
+        pending: list[bytes] = []
+        room = 0
+        for data in chunks:
+            if type(data) is bytes and 10 not in data and 13 not in data:
+                if not pending:
+                    room = self._room  # negative once the decoder has failed
+                pending.append(data)
+                room -= len(data)
+                if room >= 0:
+                    continue
+                # Over the limit: feed() raises, or (a leading BOM) lets it pass.
+                data = b"".join(pending)
+                pending.clear()
+            elif pending:
+                pending.append(data)
+                data = b"".join(pending)
+                pending.clear()
+            yield from feed(data)
+        if pending:
+            feed(b"".join(pending))
+        yield from self.end()
 
     def end(self) -> list[ServerSentEvent | Comment]:
         """Signal the end of the stream.
@@ -337,6 +445,7 @@ class SSEDecoder:
         return len(head) if _BOM.startswith(head) else 0
 
     def _fail(self, message: str) -> NoReturn:
+        self._fast = False
         self._state = DecoderState.ERROR
         self._room = _FAILED
         raise ProtocolError(message)
@@ -425,6 +534,8 @@ class SSEDecoder:
                         f"an event's data is longer than max_event_bytes ({self._max_event})")
                 self._data_len = n
                 data.append(line[6:])
+                if len(data) > _MAX_DATA_PIECES and len(data) > n >> 6:
+                    _compact(data)
             else:
                 self._line(line, out)
 
@@ -470,6 +581,8 @@ class SSEDecoder:
             if self._data_len > self._max_event:
                 self._fail(f"an event's data is longer than max_event_bytes ({self._max_event})")
             self._data.append(value)
+            if len(self._data) > _MAX_DATA_PIECES and len(self._data) > self._data_len >> 6:
+                _compact(self._data)
         elif field == "event":
             # "Set the event type buffer to the field value."
             self._event = value
@@ -532,6 +645,19 @@ def encode(
         parts.append(f"data: {line}{eol}" if line else f"data{eol}")
     parts.append(eol)
     return "".join(parts).encode()
+
+
+def _compact(data: list[str]) -> None:
+    """Join an event's data lines so far into one string, in place.
+
+    Each line kept as a ``str`` of its own costs about 50 bytes besides its characters,
+    so an endless event of short ``data`` lines would take many times
+    ``max_event_bytes`` of memory. Called when the lines outnumber 1/64 of the
+    characters, it keeps that overhead under the characters' own size; each call copies
+    what was collected, after at least 1/64 as many new lines, so the total cost stays
+    linear in the event's size.
+    """
+    data[:] = ["\n".join(data)]
 
 
 def _longest_line(data: Union[bytes, bytearray]) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
@@ -1099,3 +1100,86 @@ class TestSansIO:
                 pytest.fail("sse.py imports dynamically")
         assert imported, "the import scan found nothing: is this still sse.py?"
         assert not imported & forbidden, imported & forbidden
+
+
+def events_outcome(chunks: list[bytes], **limits: int) -> Outcome:
+    """:func:`outcome` through ``SSEDecoder.events`` instead of ``feed``/``end``."""
+    decoder = SSEDecoder(**limits)
+    try:
+        out = list(decoder.events(chunks))
+    except ProtocolError:
+        return "ProtocolError"
+    return out, decoder.last_event_id, decoder.retry
+
+
+class TestEventsIterator:
+    """``SSEDecoder.events(chunks)``: feed every chunk, then end, yielding as it goes."""
+
+    @given(st.data(), streams(), line_limits)
+    def test_same_outcome_as_feed_and_end_whatever_the_split(
+        self, data: st.DataObject, stream: bytes, line: Optional[int],
+    ) -> None:
+        chunks = data.draw(splits(stream))
+        kw = limits(line)
+        assert events_outcome(chunks, **kw) == outcome(chunks, **kw)
+        assert events_outcome(bytewise(stream), **kw) == outcome([stream], **kw)
+
+    def test_each_item_comes_before_the_next_chunk_is_read(self) -> None:
+        read: list[bytes] = []
+
+        def chunks() -> Iterator[bytes]:
+            for chunk in (b"da", b"ta: a\n", b"\nda", b"ta: b\n\n: c", b"ost"):
+                read.append(chunk)
+                yield chunk
+
+        seen = []
+        for item in SSEDecoder().events(chunks()):
+            seen.append((item, len(read)))
+        assert seen == [(ev("a"), 3), (ev("b"), 4), (Comment("cost"), 5)]
+
+    def test_an_over_long_line_raises_once_the_limit_is_passed(self) -> None:
+        read: list[bytes] = []
+
+        def chunks() -> Iterator[bytes]:
+            for _ in range(100):
+                read.append(b"x")
+                yield b"x"
+
+        with pytest.raises(ProtocolError):
+            list(SSEDecoder(max_line_bytes=10).events(chunks()))
+        assert len(read) == 11
+
+    def test_a_failed_decoder_raises_at_the_first_chunk(self) -> None:
+        decoder = SSEDecoder(max_line_bytes=4)
+        with pytest.raises(ProtocolError):
+            decoder.feed(b"toolong")
+        with pytest.raises(ProtocolError):
+            next(decoder.events([b"x"]))
+
+    @pytest.mark.parametrize("bad", ["data: a\n\n", 5, None])
+    def test_a_chunk_that_is_not_bytes_raises_type_error(self, bad: object) -> None:
+        with pytest.raises(TypeError):
+            list(SSEDecoder().events([b"data: a", bad]))  # type: ignore[list-item]
+
+    def test_bytearray_and_memoryview_chunks(self) -> None:
+        chunks = [bytearray(b"data: a"), memoryview(b"bc\n\n")]
+        assert list(SSEDecoder().events(chunks)) == [ev("abc")]  # type: ignore[arg-type]
+
+    def test_a_long_line_fed_byte_by_byte_is_joined_once(self) -> None:
+        # Linear time: the incomplete line's pieces are joined when its line ending
+        # arrives, not on every chunk.
+        stream = [b"data: "] + [b"x"] * 100_000 + [b"\n\n"]
+        decoder = SSEDecoder()
+        calls: list[str] = []
+
+        def profile(frame: Any, event: str, arg: Any) -> None:
+            if event == "c_call" and arg.__name__ == "join":
+                calls.append("join")
+
+        sys.setprofile(profile)
+        try:
+            out = list(decoder.events(stream))
+        finally:
+            sys.setprofile(None)
+        assert out == [ev("x" * 100_000)]
+        assert 1 <= len(calls) <= 3, len(calls)

@@ -56,3 +56,62 @@ def test_feed_refuses_what_is_not_bytes_like() -> None:
     for bad in (5, "data: x\n", None, [10]):
         with pytest.raises(TypeError):
             d.feed(bad)  # type: ignore[arg-type]
+
+
+def test_an_over_long_incomplete_line_after_fast_path_events_raises() -> None:
+    # The fast path for "data: value" blocks must still bound the incomplete line that
+    # follows the last blank line of a feed.
+    import pytest
+
+    from alltoken import ProtocolError
+
+    d = SSEDecoder(max_line_bytes=8)
+    assert d.feed(b"data: a\n\n") == [ServerSentEvent("a")]
+    with pytest.raises(ProtocolError):
+        d.feed(b"data: b\n\n" + b"x" * 10)
+    with pytest.raises(ProtocolError):
+        d.feed(b"")
+
+
+def test_fast_path_hands_complete_lines_after_the_last_blank_line_to_the_general_path() -> None:
+    d = SSEDecoder()
+    assert d.feed(b"data: a\n\n") == [ServerSentEvent("a")]
+    out = d.feed(b"data: b\n\n: cost\nevent: x\ndata: c\n")
+    assert out == [ServerSentEvent("b"), Comment("cost")]
+    assert d.feed(b"\n") == [ServerSentEvent("c", "x")]
+    assert d.feed(b"id: 7\r\n\r\ndata: d\r\n\r\ndata: e\r\n\r\n") == [
+        ServerSentEvent("d", id="7"), ServerSentEvent("e", id="7")]
+
+
+def test_an_endless_event_of_short_data_lines_stays_within_a_few_times_its_limit() -> None:
+    # Found by tests/test_faults.py: each data line kept as its own str cost ~50 bytes
+    # besides its characters, so "data: xy" lines took ~20x max_event_bytes of memory.
+    import tracemalloc
+
+    import pytest
+
+    from alltoken import ProtocolError
+
+    d = SSEDecoder(max_line_bytes=64 * 1024)  # max_event_bytes: 256 KiB
+    chunk = b"data: xy\n" * 1000
+    tracemalloc.start()
+    try:
+        with pytest.raises(ProtocolError, match="max_event_bytes"):
+            for _ in range(1000):
+                d.feed(chunk)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 256 * 1024, peak
+
+
+def test_compacted_data_lines_still_join_with_line_feeds() -> None:
+    d = SSEDecoder()
+    lines = [f"line {i}" for i in range(5000)]
+    stream = b"".join(b"data: " + line.encode() + b"\n" for line in lines) + b"\n"
+    assert d.feed(stream) == [ServerSentEvent("\n".join(lines))]
+    d = SSEDecoder()
+    out = []
+    for i in range(0, len(stream), 7):
+        out += d.feed(stream[i : i + 7])
+    assert out == [ServerSentEvent("\n".join(lines))]
