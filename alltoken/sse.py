@@ -66,7 +66,8 @@ _FAILED: Final = -(1 << 62)
 #: A ``retry`` value longer than this is ignored: converting it to ``int`` would cost
 #: time quadratic in its length (CPython caps int-from-str at 4300 digits for that reason).
 _MAX_RETRY_DIGITS: Final = 4300
-#: An event's data lines are kept one ``str`` each up to this many; see :func:`_compact`.
+#: An event keeps this many data lines, plus 1/64 of its characters, one ``str`` each;
+#: see :func:`_compact`.
 _MAX_DATA_PIECES: Final = 64
 
 
@@ -534,7 +535,7 @@ class SSEDecoder:
                         f"an event's data is longer than max_event_bytes ({self._max_event})")
                 self._data_len = n
                 data.append(line[6:])
-                if len(data) > _MAX_DATA_PIECES and len(data) > n >> 6:
+                if len(data) > (n >> 6) + _MAX_DATA_PIECES:
                     _compact(data)
             else:
                 self._line(line, out)
@@ -581,7 +582,7 @@ class SSEDecoder:
             if self._data_len > self._max_event:
                 self._fail(f"an event's data is longer than max_event_bytes ({self._max_event})")
             self._data.append(value)
-            if len(self._data) > _MAX_DATA_PIECES and len(self._data) > self._data_len >> 6:
+            if len(self._data) > (self._data_len >> 6) + _MAX_DATA_PIECES:
                 _compact(self._data)
         elif field == "event":
             # "Set the event type buffer to the field value."
@@ -652,10 +653,10 @@ def _compact(data: list[str]) -> None:
 
     Each line kept as a ``str`` of its own costs about 50 bytes besides its characters,
     so an endless event of short ``data`` lines would take many times
-    ``max_event_bytes`` of memory. Called when the lines outnumber 1/64 of the
-    characters, it keeps that overhead under the characters' own size; each call copies
-    what was collected, after at least 1/64 as many new lines, so the total cost stays
-    linear in the event's size.
+    ``max_event_bytes`` of memory. Called when the lines outnumber 64 plus 1/64 of the
+    characters, it keeps that overhead below the characters' own size (plus a few KiB);
+    each call copies what was collected, after at least 1/64 as many new lines, so the
+    total cost stays linear in the event's size.
     """
     data[:] = ["\n".join(data)]
 
