@@ -74,7 +74,11 @@ def test_readme_example_runs(env: t.LocalServer, line: int, code: str) -> None:
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
         exec(compile(code, f"README.rst:{line}", "exec"), {"__name__": "__readme__"})
-    if "LocalServer(" not in code:
+    if "SSEDecoder()" in code:  # the sans-IO decoder, on its own
+        assert out.getvalue() == (
+            "[ServerSentEvent(data='hello', event='message', id=''), "
+            "ServerSentEvent(data='world', event='message', id=''), Comment(text='cost')]\n")
+    elif "LocalServer(" not in code:
         assert env.requests, "the example made no request"
     if "tools=" in code:
         assert "call_1 get_weather {'city': 'Paris'}" in out.getvalue()
