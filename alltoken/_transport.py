@@ -40,7 +40,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Final, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Final, NamedTuple, Optional, Union
 from urllib.parse import urlsplit
 
 from ._errors import AbortedError, AllTokenError, APIConnectionError, APITimeoutError, ProtocolError
@@ -284,9 +284,12 @@ class _Response(http.client.HTTPResponse):
         self.fp = io.BufferedReader(_SocketReader(sock, deadlines), READ_SIZE)
 
 
-@dataclass(frozen=True)
-class Proxy:
-    """An HTTP proxy: ``http://[user:pass@]host:port``."""
+class Proxy(NamedTuple):
+    """An HTTP proxy: ``http://[user:pass@]host:port``.
+
+    (Named tuples, this and :class:`Endpoint`: immutable and hashable, as the pool's
+    keys need, at a fraction of a frozen dataclass's import-time cost.)
+    """
 
     host: str
     port: int
@@ -363,8 +366,7 @@ def check_header(name: str, value: str) -> None:
         raise ValueError(f"{name} must not contain CR, LF or NUL characters")
 
 
-@dataclass(frozen=True)
-class Endpoint:
+class Endpoint(NamedTuple):
     """Where requests go: scheme, host, port, path prefix, and TLS and proxy settings."""
 
     scheme: str

@@ -23,7 +23,8 @@ validate values beyond their JSON type (an unknown ``finish_reason`` passes thro
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import reprlib
+from dataclasses import dataclass, field, fields
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar, Optional, Union
 
@@ -127,6 +128,23 @@ class _Raw:
     #: The JSON field names this class maps to attributes (aliases included).
     _KNOWN: ClassVar[frozenset[str]] = frozenset()
 
+    # repr and == as dataclass(repr=True, eq=True) would generate them, written once
+    # here: generating them for every class costs a compile() each, and a cold start
+    # is measured in milliseconds (benchmarks/).
+    @reprlib.recursive_repr()
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{f.name}={getattr(self, f.name)!r}"
+                          for f in fields(self) if f.repr)  # type: ignore[arg-type]
+        return f"{type(self).__qualname__}({inner})"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        names = [f.name for f in fields(self) if f.compare]  # type: ignore[arg-type]
+        return [getattr(self, n) for n in names] == [getattr(other, n) for n in names]
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
+
     @property
     def extra(self) -> dict[str, Any]:
         """Fields the server sent that no attribute maps (kept, not dropped).
@@ -140,7 +158,7 @@ class _Raw:
 # -- assembled tool calls ----------------------------------------------------------------
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class FunctionCall(_Raw):
     """A complete function call: its name and its arguments as JSON text."""
 
@@ -161,7 +179,7 @@ class FunctionCall(_Raw):
                    _str(o, "arguments", "tool_call.function"), o)
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class ToolCall(_Raw):
     """A complete tool call: from a non-streamed message, or assembled by the stream
     from its deltas."""
@@ -188,7 +206,7 @@ class ToolCall(_Raw):
 # -- streamed pieces ---------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class FunctionCallDelta(_Raw):
     """A piece of a streamed function call: a name and/or more arguments text."""
 
@@ -209,7 +227,7 @@ class FunctionCallDelta(_Raw):
                    _opt_str(o, "arguments", "delta.tool_calls[].function"), o)
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class ToolCallDelta(_Raw):
     """A piece of a streamed tool call; pieces with the same ``index`` belong together.
 
@@ -253,7 +271,7 @@ def _tool_call_deltas(calls: object) -> list[ToolCallDelta]:
     return [ToolCallDelta.from_json(c, i) for i, c in enumerate(calls)]
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class Delta(_Raw):
     """What one chunk adds to a choice.
 
@@ -302,7 +320,7 @@ def _delta(obj: object) -> Delta:
                  obj)
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class ChunkChoice(_Raw):
     """One choice of a streamed chunk. ``delta`` is required."""
 
@@ -351,7 +369,7 @@ def _chunk_choice(obj: object) -> ChunkChoice:
     return ChunkChoice(index, _delta(delta), finish, get("logprobs"), obj)
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class Usage(_Raw):
     """Token counts. Nested details (``completion_tokens_details``, ...) stay in ``raw``
     and ``extra``. A missing ``total_tokens`` is the sum of the other two."""
@@ -376,7 +394,7 @@ class Usage(_Raw):
         return cls(prompt, completion, _int(o, "total_tokens", "usage", prompt + completion), o)
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class ChatCompletionChunk(_Raw):
     """One streamed ``chat.completion.chunk``.
 
@@ -443,7 +461,7 @@ def _chunk(obj: object) -> ChatCompletionChunk:
 # -- the non-streamed answer -------------------------------------------------------------
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class Message(_Raw):
     """The message of a non-streamed choice. ``reasoning_content`` is read as in
     :class:`Delta`."""
@@ -472,7 +490,7 @@ class Message(_Raw):
                    o)
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class Choice(_Raw):
     """One choice of a non-streamed answer. ``message`` is required."""
 
@@ -497,7 +515,7 @@ class Choice(_Raw):
                    _opt_str(o, "finish_reason", "choices[]"), o)
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class ChatCompletion(_Raw):
     """A non-streamed ``chat.completion``."""
 
@@ -531,7 +549,7 @@ class ChatCompletion(_Raw):
 # -- cost trailer ------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class Cost(_Raw):
     """The cost comment AllToken may send after ``data: [DONE]``.
 
@@ -633,7 +651,7 @@ def parse_cost(text: str) -> Optional[Cost]:
 # -- errors ------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class ErrorInfo(_Raw):
     """The ``error`` of an error response or of an in-stream error event.
 

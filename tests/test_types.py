@@ -545,3 +545,41 @@ def test_a_cost_comment_with_a_number_decimal_cannot_hold_is_not_a_crash() -> No
 
     text = '{"cost":"0.","prompt_tokens":1e' + "4" * 60 + "}"
     assert parse_cost(text) is None
+
+
+class TestDataclassBehaviour:
+    """repr and == are written once in the shared base (not generated per class): they
+    must behave exactly as dataclass(repr=True, eq=True) would."""
+
+    def test_repr_lists_the_repr_fields_in_order_and_leaves_raw_out(self) -> None:
+        call = ToolCall("call_1", "function", FunctionCall("f", "{}", {"name": "f"}),
+                        {"id": "call_1"})
+        assert repr(call) == ("ToolCall(id='call_1', type='function', "
+                              "function=FunctionCall(name='f', arguments='{}'))")
+        assert repr(Usage(1, 2, 3)) == (
+            "Usage(prompt_tokens=1, completion_tokens=2, total_tokens=3)")
+
+    def test_equality_compares_the_compare_fields_of_the_same_class_only(self) -> None:
+        assert Usage(1, 2, 3, {"a": 1}) == Usage(1, 2, 3, {"b": 2})
+        assert Usage(1, 2, 3) != Usage(1, 2, 4)
+        assert FunctionCall("f", "") != FunctionCallDelta("f", "")
+        assert Usage(1, 2, 3).__eq__(object()) is NotImplemented
+
+    def test_instances_are_unhashable_like_a_mutable_dataclass(self) -> None:
+        with pytest.raises(TypeError):
+            hash(Usage())
+
+    def test_every_response_type_is_a_dataclass_with_a_readable_repr(self) -> None:
+        import dataclasses
+
+        import alltoken._types as types
+
+        classes = [c for c in vars(types).values()
+                   if isinstance(c, type) and c.__module__ == types.__name__
+                   and not c.__name__.startswith("_")]
+        assert len(classes) >= 13
+        for cls in classes:
+            assert dataclasses.is_dataclass(cls), cls
+            text = repr(cls())
+            assert text.startswith(f"{cls.__name__}(") and "raw=" not in text, text
+            assert cls() == cls()
