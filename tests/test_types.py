@@ -583,3 +583,42 @@ class TestDataclassBehaviour:
             text = repr(cls())
             assert text.startswith(f"{cls.__name__}(") and "raw=" not in text, text
             assert cls() == cls()
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner,
+                                                                 max_size=3),
+    max_leaves=8,
+)
+_json_texts = st.one_of(
+    st.text(max_size=40),
+    st.builds(lambda pre, doc, post: pre + doc + post,
+              st.sampled_from(["", " ", "\n", "\ufeff", "\t "]),
+              _json_values.map(json.dumps),
+              st.sampled_from(["", " ", "\r\n", "x", "{}", ",1"])),
+)
+
+
+def _json_outcome(loads: Any, text: str) -> tuple[str, str]:
+    try:
+        return "ok", repr(loads(text))
+    except Exception as exc:  # the exception's type is what must match
+        return "error", type(exc).__name__
+
+
+class TestFastJSON:
+    """parse_chunk reads JSON through _loads, json.loads minus its wrapping."""
+
+    @given(_json_texts)
+    def test_same_result_or_error_as_json_loads(self, text: str) -> None:
+        from alltoken._types import _loads
+
+        assert _json_outcome(_loads, text) == _json_outcome(json.loads, text)
+
+    @pytest.mark.parametrize("text", ['{"a":1}', ' {"a":1}', '{"a":1} ', '{"a":1}x', "",
+                                      "\ufeff{}", "[1,2", '"\\ud800"', "NaN", "1e999"])
+    def test_edge_cases(self, text: str) -> None:
+        from alltoken._types import _loads
+
+        assert _json_outcome(_loads, text) == _json_outcome(json.loads, text)
