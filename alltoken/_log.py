@@ -1,7 +1,7 @@
 """Logging for the ``alltoken`` logger, without importing ``logging`` at start-up.
 
 Layer 3 helper; imports nothing from the package. ``import logging`` costs about 5 ms of
-cold start (benchmarks/bench_client.py), which a Lambda pays on every cold invocation.
+cold start (benchmarks/run.py), which a Lambda pays on every cold invocation.
 If the application has not imported ``logging``, no handler or level can have been
 configured, so DEBUG records would go nowhere: :func:`debug_enabled` is False without
 importing it. Warnings (retries, key refresh) are rare, and import it when they happen,

@@ -4,7 +4,7 @@ every Python from 3.9 up (``random.Random`` with an int seed is stable across ve
 Each generator returns bytes as a server would put them on the wire. :func:`corpora`
 wraps them as :class:`Corpus` objects that also carry the *truth*: the events a correct
 parser must produce, known from the generator and not from any parser. Reused by
-``bench_sse.py`` (parse throughput) and ``bench_client.py`` (end to end).
+``bench_sse.py`` (parse throughput) and ``run.py`` (end to end).
 
 - :func:`chat_stream`: a reasoning model's streamed answer, shaped like OpenAI / AllToken
   ``chat.completion.chunk`` JSON (compact separators, raw UTF-8): a role chunk, about a

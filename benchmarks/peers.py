@@ -7,6 +7,9 @@ data, last event id)`` tuples, comments left out (what is checked, outside the t
 Every ``run`` builds a fresh parser.
 
 - ``alltoken``: :class:`alltoken.sse.SSEDecoder`, ``feed`` per chunk, then ``end``.
+- ``alltoken events()``: the same decoder through ``SSEDecoder.events(chunks)``, which
+  takes the chunks as an iterable (as the peers' generators do) and so costs no method
+  call for a chunk that only extends the incomplete line.
 - ``plain loop``: :func:`parse_plain`, written here: a tidy, naive parser with a bytes
   buffer, ``split(b"\\n")``, and per-line decoding and field handling.
 - the limit row, :func:`limit_row` (not an adapter: it does not parse SSE, so it is not
@@ -93,6 +96,10 @@ def _run_alltoken(chunks: list[bytes]) -> list[Any]:
         out += feed(chunk)
     out += decoder.end()
     return out
+
+
+def _run_alltoken_events(chunks: list[bytes]) -> list[Any]:
+    return list(SSEDecoder().events(chunks))
 
 
 def _norm_alltoken(result: list[Any]) -> list[Event]:
@@ -249,6 +256,7 @@ _PEERS: dict[str, Callable[[], Adapter]] = {
 def adapters(peers: bool = True) -> tuple[list[Adapter], dict[str, str]]:
     """The adapters importable here, and why each missing peer is missing."""
     found = [Adapter("alltoken", _run_alltoken, _norm_alltoken),
+             Adapter("alltoken events()", _run_alltoken_events, _norm_alltoken),
              Adapter("plain loop", parse_plain, _identity)]
     missing: dict[str, str] = {}
     if peers:
