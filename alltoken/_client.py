@@ -30,7 +30,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from http.client import HTTPException
 from typing import TYPE_CHECKING, Any, Callable, Final, Literal, Optional, Union, cast, overload
 from urllib.parse import urljoin, urlsplit
@@ -72,7 +72,7 @@ from ._types import (
     parse_error_body,
 )
 from ._version import __version__
-from .sse import Comment, ServerSentEvent, SSEDecoder
+from .sse import Comment, Item, ServerSentEvent, SSEDecoder
 
 if TYPE_CHECKING:
     import http.client
@@ -445,18 +445,30 @@ class _Request:
         scheme, host and port, so the API key is never sent anywhere else.
         """
         ep = self.endpoint
-        target = urlsplit(urljoin(self.url, location or ""))
-        port = target.port or (443 if target.scheme == "https" else 80)
-        same = (target.scheme, (target.hostname or "").lower(), port) == (
-            ep.scheme, ep.host.lower(), ep.port)
-        if not location or not same or self.redirects >= MAX_REDIRECTS:
-            why = ("too many redirects" if same and location else
-                   "only same-origin redirects are followed, so the API key is never sent "
+        why = ""
+        same = False
+        try:
+            if not location:
+                why = "the response has no Location"
+            else:
+                check_header("redirect location", location)
+                if not location.isascii():
+                    raise ValueError("not ASCII")
+                target = urlsplit(urljoin(self.url, location))
+                port = target.port or (443 if target.scheme == "https" else 80)
+                same = (target.scheme, (target.hostname or "").lower(), port) == (
+                    ep.scheme, ep.host.lower(), ep.port)
+        except ValueError:
+            why = "the Location is malformed"
+        if not why and not same:
+            why = ("only same-origin redirects are followed, so the API key is never sent "
                    "to another host")
+        if not why and self.redirects >= MAX_REDIRECTS:
+            why = "too many redirects"
+        if why:
             raise APIStatusError(f"HTTP {status} redirect to {excerpt(location or '')} not "
                                  f"followed: {why}", status_code=status,
                                  request_id=self.request_id, retryable=False)
-        check_header("redirect location", location)
         self.redirects += 1
         self.path = target.path + (f"?{target.query}" if target.query else "")
         self.url = f"{ep.scheme}://{ep.host}:{ep.port}{self.path}"
@@ -651,9 +663,13 @@ class _StreamState:
                 f"{excerpt(body)}", request_id=req.request_id)
 
     def _drop(self) -> None:
-        conn, self._conn, self._resp = self._conn, None, None
+        conn, resp, self._conn, self._resp = self._conn, self._resp, None, None
         if conn is not None:
             conn.close()
+        if resp is not None:
+            # A "Connection: close" response holds the socket itself (http.client handed
+            # it over), so closing the connection alone would leave it open.
+            resp.close()
 
     # -- accumulated state -------------------------------------------------------------
 
@@ -752,9 +768,7 @@ class _StreamState:
                 raise map_exception(exc, "stream", dl, req.request_id) from exc
             if not data:
                 break
-            if inflate is not None:
-                data = inflate(data)
-            for item in feed(data):
+            for item in (feed(data) if inflate is None else _feed_all(feed, inflate(data))):
                 if type(item) is ServerSentEvent:
                     if done:
                         continue
@@ -910,9 +924,20 @@ class Stream:
         return self._state.done
 
 
+#: The most bytes one inflate step produces: a small compressed body can expand a
+#: thousandfold, and the decoder's limits only bound what it is fed at a time.
+INFLATE_STEP: Final = 64 * 1024
+
+
+def _feed_all(feed: Callable[[bytes], list[Item]], pieces: Iterable[bytes]) -> Iterator[Item]:
+    for piece in pieces:
+        yield from feed(piece)
+
+
 def _inflater(encoding: Optional[str], request_id: Optional[str]
-              ) -> Optional[Callable[[bytes], bytes]]:
-    """An incremental decoder for a compressed stream, or None for identity."""
+              ) -> Optional[Callable[[bytes], Iterator[bytes]]]:
+    """An incremental decoder for a compressed stream, or None for identity. It turns
+    each piece of the body into pieces of at most :data:`INFLATE_STEP` bytes."""
     enc = (encoding or "identity").strip().lower()
     if enc == "identity":
         return None
@@ -923,9 +948,18 @@ def _inflater(encoding: Optional[str], request_id: Optional[str]
     # wbits 47 = 32 + 15: detect a gzip or zlib header automatically.
     obj = zlib.decompressobj(47)
 
-    def inflate(data: bytes) -> bytes:
+    def inflate(data: bytes) -> Iterator[bytes]:
         try:
-            return obj.decompress(data)
+            while True:
+                out = obj.decompress(data, INFLATE_STEP)
+                rest = obj.unconsumed_tail
+                if out:
+                    yield out
+                # Done when the input is used up and the output was not cut short; a step
+                # that neither consumed input nor produced output would never end.
+                if (not rest and len(out) < INFLATE_STEP) or (not out and len(rest) == len(data)):
+                    return
+                data = rest
         except zlib.error as exc:
             raise ProtocolError(f"corrupt {enc} stream: {exc}", request_id=request_id) from None
 

@@ -280,8 +280,19 @@ class _Response(http.client.HTTPResponse):
     def __init__(self, sock: socket.socket, debuglevel: int = 0, method: Optional[str] = None,
                  url: Optional[str] = None, *, deadlines: Deadlines) -> None:
         super().__init__(sock, debuglevel, method, url)
-        self.fp.close()  # the makefile() http.client opened; we read through our own
+        # We read through our own reader, but keep the file http.client made (unread):
+        # when a response will close the connection, http.client closes its socket at
+        # once and relies on this file to keep it open until the response is closed.
+        self._sockfile: Optional[io.IOBase] = self.fp
         self.fp = io.BufferedReader(_SocketReader(sock, deadlines), READ_SIZE)
+
+    def _close_conn(self) -> None:
+        try:
+            super()._close_conn()  # type: ignore[misc]
+        finally:
+            f, self._sockfile = self._sockfile, None
+            if f is not None:
+                f.close()
 
 
 class Proxy(NamedTuple):
@@ -386,6 +397,8 @@ class _Connection(http.client.HTTPConnection):
 
     deadlines: Deadlines
     idle_since: float = 0.0
+    _last_response: Optional[_Response] = None
+    _handing_over = False
 
     def __init__(self, ep: Endpoint, dl: Deadlines) -> None:
         self.endpoint = ep
@@ -404,7 +417,28 @@ class _Connection(http.client.HTTPConnection):
 
     def _make_response(self, sock: socket.socket, debuglevel: int = 0,
                        method: Optional[str] = None, url: Optional[str] = None) -> _Response:
-        return _Response(sock, debuglevel, method, url, deadlines=self.deadlines)
+        resp = self._last_response = _Response(sock, debuglevel, method, url,
+                                               deadlines=self.deadlines)
+        return resp
+
+    def getresponse(self) -> http.client.HTTPResponse:
+        self._handing_over = True
+        try:
+            return super().getresponse()
+        finally:
+            self._handing_over = False
+
+    def close(self) -> None:
+        """Close the socket, and the last response: http.client forgets a response that
+        will close the connection (it calls this method to hand the socket over to it),
+        and such a response holds the socket open."""
+        try:
+            super().close()
+        finally:
+            if not self._handing_over:
+                resp, self._last_response = self._last_response, None
+                if resp is not None:
+                    resp.close()
 
     def _connect_socket(self, address: tuple[str, int], timeout: Any = None,
                         source_address: Any = None) -> socket.socket:
@@ -604,6 +638,11 @@ def _network_error(phase: str, exc: BaseException, request_id: Optional[str]) ->
             request_id=request_id)
     if isinstance(exc, (http.client.LineTooLong,)):
         return ProtocolError(f"{hint}: {exc}", request_id=request_id)
+    if isinstance(exc, http.client.RemoteDisconnected):
+        # Also a BadStatusLine, but it is a network failure: often a pooled connection
+        # the server had closed, or a server restarting. Retryable.
+        return APIConnectionError(f"{hint}: the server closed the connection without a "
+                                  "response", request_id=request_id)
     if isinstance(exc, http.client.BadStatusLine):
         return ProtocolError(f"{hint}: malformed HTTP status line {exc.args!r}"[:300],
                              request_id=request_id)

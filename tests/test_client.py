@@ -773,3 +773,61 @@ class TestWireFaults:
         with pytest.raises(alltoken.APIConnectionError):
             drain(stream)
         assert stream.text == "before"
+
+
+class TestFoundByTheFaultTable:
+    """Defects found by tests/test_faults.py and fuzz/fuzz_client.py."""
+
+    def test_a_stream_that_closes_the_connection_is_read_to_its_end(
+            self, server: t.LocalServer, client: alltoken.AllToken) -> None:
+        # "Connection: close" (close-delimited here): http.client hands the socket to the
+        # response and closes its own reference; the pause makes the body arrive after
+        # the headers, so it is read from the socket and not from the header buffer.
+        server.enqueue(t.StreamReply([t.sleep(0.1), t.content("plain"), t.done()],
+                                     chunked=False))
+        stream = chat(client)
+        drain(stream)
+        assert stream.text == "plain" and stream.done
+
+    def test_a_connection_close_response_is_closed_when_the_stream_is_dropped(
+            self, server: t.LocalServer, client: alltoken.AllToken) -> None:
+        gate = threading.Event()
+        server.enqueue(t.StreamReply([t.content("a"), t.wait(gate), t.done()], chunked=False))
+        stream = chat(client)
+        assert next(iter(stream)).choices[0].delta.content == "a"
+        stream.close()
+        server.wait_for_connections(0, timeout=5.0)
+        gate.set()
+
+    def test_a_server_closing_without_a_status_line_is_a_retryable_connection_error(
+            self, server: t.LocalServer, client: alltoken.AllToken, waits: list[float]) -> None:
+        server.enqueue(t.DropReply(), t.StreamReply([t.content("ok"), t.done()]))
+        stream = chat(client)
+        drain(stream)
+        assert stream.text == "ok" and len(waits) == 1 and len(server.requests) == 2
+        server.enqueue(t.DropReply())
+        with alltoken.AllToken(api_key=KEY, base_url=server.base_url, max_retries=0) as once:
+            with pytest.raises(alltoken.APIConnectionError, match="without a response") as info:
+                chat(once)
+        assert info.value.retryable
+
+    @pytest.mark.parametrize("location", ["/v1/chat/\x00", "http://[x/v1", "http://h:99999/v1",
+                                          "/v1/caf\u00e9"])
+    def test_a_malformed_redirect_location_is_a_typed_error(
+            self, server: t.LocalServer, client: alltoken.AllToken, location: str) -> None:
+        server.enqueue(t.ErrorReply(307, body=b"", headers={"Location": location}))
+        with pytest.raises(alltoken.APIStatusError, match="Location is malformed") as info:
+            chat(client)
+        assert info.value.status_code == 307 and len(server.requests) == 1
+
+    def test_a_gzip_bomb_is_inflated_a_step_at_a_time(self) -> None:
+        import zlib
+
+        from alltoken._client import INFLATE_STEP, _inflater
+
+        plain = b"data: x\n\n" * 1_000_000  # 9 MB, about 9 KB compressed
+        packed = zlib.compress(plain, 9)
+        inflate = _inflater("deflate", None)
+        assert inflate is not None
+        pieces = [len(p) for half in (packed[:100], packed[100:]) for p in inflate(half)]
+        assert sum(pieces) == len(plain) and max(pieces) <= INFLATE_STEP
