@@ -21,9 +21,10 @@ Seeds (``fuzz/seeds/client/``): a chunked stream with reasoning, content, ``[DON
 the cost comment (also with the abort signal), the same gzip-encoded, a Content-Length
 JSON error, a 429 with ``Retry-After: 0``, a truncated chunk, a bad chunk size, a
 close-delimited stream, no response at all, a non-streamed completion, a redirect loop,
-and ``redirect_location_*.bin``: the minimal inputs of a library defect this target
-found (a 307/308 with an unusable ``Location`` makes ``create()`` raise ``ValueError``),
-which fail until it is fixed.
+and the minimal inputs of defects this target found, now fixed:
+``redirect_location_*.bin`` (a 307/308 with an unusable ``Location`` made ``create()``
+raise ``ValueError``) and ``close_delimited_429_left_open.bin`` (a close-delimited error
+response left its socket open until garbage collection).
 """
 
 from __future__ import annotations
