@@ -252,18 +252,18 @@ class SSEDecoder:
             # blank line each. `head` is the incomplete line held back plus this feed up
             # to its last blank line; when it has that shape it is cut into values by
             # splitting on the separator plus "data: ". It has it exactly when it starts
-            # with "data: ", no value holds a CR or LF, and (a sufficient bound) it is no
-            # longer than one line may be. For such a block the spec's steps reduce to:
-            # data buffer = value + LF; dispatch strips the LF; the type is "message";
-            # the id is the id buffer. Anything else takes the general path below,
-            # before any state has changed.
+            # with "data: ", no value holds a CR or LF, and (a sufficient bound, checked
+            # before joining) it is no longer than one line may be. For such a block the
+            # spec's steps reduce to: data buffer = value + LF; dispatch strips the LF;
+            # the type is "message"; the id is the id buffer. Anything else takes the
+            # general path below, before any state has changed.
             if 13 in data:
                 j = data.rfind(b"\r\n\r\n")
                 skip, dsep, sdsep = 4, b"\r\n\r\ndata: ", "\r\n\r\ndata: "
             else:
                 j = data.rfind(b"\n\n")
                 skip, dsep, sdsep = 2, b"\n\ndata: ", "\n\ndata: "
-            if j >= 0:
+            if 0 <= j <= self._room:  # the room of the incomplete line bounds all of head
                 tail = self._tail
                 if tail:
                     tail.append(data[:j])
@@ -271,7 +271,7 @@ class SSEDecoder:
                     del tail[-1]
                 else:
                     head = data[:j]
-                if head[:6] == b"data: " and len(head) <= self._max_line:
+                if head[:6] == b"data: ":
                     if head.isascii():
                         # One decode and a str split: an ASCII run stays one byte a
                         # character, and no value needs a decode call of its own.
@@ -332,6 +332,12 @@ class SSEDecoder:
             cr = data.rfind(13)
             if cr > end:
                 end = cr
+        if tail and not self._at_start and self._room < len(data):
+            # The incomplete line may end over the limit: say so before joining it (a
+            # join would hold a second copy of up to max_line_bytes).
+            first = _first_eol(data)
+            if first > self._room:
+                self._fail(f"a line is longer than max_line_bytes ({self._max_line} bytes)")
         if end + 1 == len(data):
             rest = b""
             if tail:
@@ -661,11 +667,26 @@ def _compact(data: list[str]) -> None:
     data[:] = ["\n".join(data)]
 
 
+def _first_eol(data: bytes) -> int:
+    """The index of the first CR or LF in *data* (there is one)."""
+    lf = data.find(10)
+    cr = data.find(13)
+    return cr if lf < 0 or 0 <= cr < lf else lf
+
+
 def _longest_line(data: Union[bytes, bytearray]) -> int:
-    """The length of the longest line in *data*, whatever its line endings."""
-    if 13 in data:
-        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    return max(map(len, data.split(b"\n")))
+    """The length of the longest line in *data*, whatever its line endings. Called only
+    for more than ``max_line_bytes`` of lines: it measures them without copying any."""
+    longest = start = 0
+    n = len(data)
+    while start < n:
+        lf = data.find(10, start)
+        cr = data.find(13, start, lf if lf >= 0 else n)
+        stop = cr if cr >= 0 else lf if lf >= 0 else n
+        if stop - start > longest:
+            longest = stop - start
+        start = stop + 1
+    return longest
 
 
 def _check_line(what: str, value: str) -> None:

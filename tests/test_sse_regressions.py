@@ -115,3 +115,28 @@ def test_compacted_data_lines_still_join_with_line_feeds() -> None:
     for i in range(0, len(stream), 7):
         out += d.feed(stream[i : i + 7])
     assert out == [ServerSentEvent("\n".join(lines))]
+
+
+def test_an_over_long_line_is_refused_before_its_pieces_are_joined() -> None:
+    # Found by tests/test_faults.py: the pieces of an over-long line were joined (a
+    # second copy of up to max_line_bytes) and split again before the limit was checked.
+    import tracemalloc
+
+    import pytest
+
+    from alltoken import ProtocolError
+
+    limit = 1 << 20
+    d = SSEDecoder(max_line_bytes=limit)
+    d.feed(b"data: ok\n\n")
+    for _ in range(16):
+        d.feed(b"x" * (limit // 16 - 1))
+    end = b"x" * 100 + b"\n\n"
+    tracemalloc.start()
+    try:
+        with pytest.raises(ProtocolError, match="max_line_bytes"):
+            d.feed(end)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < limit // 4, peak
