@@ -28,6 +28,7 @@ next request to the same origin; every other ending closes the socket.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import errno
 import http.client
@@ -36,7 +37,6 @@ import os
 import select
 import socket
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -513,7 +513,7 @@ class Pool:
 
     def __init__(self) -> None:
         self._idle: dict[tuple[Any, ...], list[_Connection]] = {}
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()  # threading is not imported for one lock
         self._closed = False
 
     def get(self, ep: Endpoint, dl: Deadlines) -> tuple[_Connection, bool]:
