@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alltoken import ProtocolError
@@ -999,6 +999,55 @@ class TestReference:
         expected = reference(stream, max_line_bytes=line, max_event_bytes=line + extra)
         assert outcome([stream], **kw) == expected
         assert outcome(data.draw(splits(stream)), **kw) == expected
+
+
+#: Streams of the shape feed()'s fast path takes ("data: value" + blank line, repeated),
+#: with LF or CRLF, some values that break the shape, and an incomplete last line.
+chat_streams = st.builds(
+    lambda values, eol, tail: b"".join(b"data: " + v + eol + eol for v in values) + tail,
+    st.lists(st.one_of(st.binary(max_size=8).filter(lambda v: 10 not in v and 13 not in v),
+                       st.sampled_from([b"\xf0\x9f\x98\x80", b"\xff", b"a\nb", b"",
+                                        b"x" * 30])),
+             max_size=4),
+    st.sampled_from([b"\n", b"\r\n"]),
+    st.one_of(st.just(b""), st.binary(max_size=40).filter(lambda v: 10 not in v and 13 not in v),
+              st.sampled_from([b"data: partial", b": comment\n", b"data: x\n", b"\r"])),
+)
+
+
+class TestFastPathShape:
+    """The fast path of feed() against the reference, limits included: where a limit
+    falls inside a value, after the last blank line, or across chunks."""
+
+    @settings(max_examples=600)  # cheap examples; the interesting ones are narrow
+    @given(st.data(), chat_streams, st.integers(0, 16))
+    def test_agrees_with_the_reference_on_chat_shaped_streams(
+        self, data: st.DataObject, stream: bytes, extra: int,
+    ) -> None:
+        # The fast path is tried from the second feed on (the first one may start with a
+        # BOM): one event first, fed alone, then the stream whole and split.
+        first = b"data: 0\n\n"
+        line = data.draw(st.one_of(line_limit_near_a_line(stream), st.integers(7, 40)))
+        kw = limits(line, line + extra)
+        expected = reference(first + stream, max_line_bytes=line, max_event_bytes=line + extra)
+        assert outcome([first, stream], **kw) == expected
+        assert outcome([first, *data.draw(splits(stream))], **kw) == expected
+        assert events_outcome([first, *data.draw(splits(stream))], **kw) == expected
+
+
+    @given(st.lists(st.binary(min_size=1, max_size=6).filter(
+               lambda v: 10 not in v and 13 not in v), min_size=1, max_size=2),
+           st.sampled_from([b"\n", b"\r\n"]), st.integers(1, 40), st.integers(7, 40))
+    def test_a_line_held_back_after_fast_path_events_is_bounded_too(
+        self, values: list[bytes], eol: bytes, tail: int, line: int,
+    ) -> None:
+        first = b"data: 0" + eol + eol
+        stream = b"".join(b"data: " + v + eol + eol for v in values) + b"x" * tail
+        kw = limits(line)
+        expected = reference(first + stream, max_line_bytes=line)
+        assert outcome([first, stream], **kw) == expected
+        assert outcome([first, stream, b"y"], **kw) == reference(
+            first + stream + b"y", max_line_bytes=line)
 
 
 class TestArbitraryBytes:
