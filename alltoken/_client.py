@@ -663,13 +663,9 @@ class _StreamState:
                 f"{excerpt(body)}", request_id=req.request_id)
 
     def _drop(self) -> None:
-        conn, resp, self._conn, self._resp = self._conn, self._resp, None, None
+        conn, self._conn, self._resp = self._conn, None, None
         if conn is not None:
-            conn.close()
-        if resp is not None:
-            # A "Connection: close" response holds the socket itself (http.client handed
-            # it over), so closing the connection alone would leave it open.
-            resp.close()
+            conn.close()  # closes its response too, which may hold the socket
 
     # -- accumulated state -------------------------------------------------------------
 

@@ -335,8 +335,7 @@ class SSEDecoder:
         if tail and not self._at_start and self._room < len(data):
             # The incomplete line may end over the limit: say so before joining it (a
             # join would hold a second copy of up to max_line_bytes).
-            first = _first_eol(data)
-            if first > self._room:
+            if _next_eol(data) > self._room:
                 self._fail(f"a line is longer than max_line_bytes ({self._max_line} bytes)")
         if end + 1 == len(data):
             rest = b""
@@ -667,22 +666,19 @@ def _compact(data: list[str]) -> None:
     data[:] = ["\n".join(data)]
 
 
-def _first_eol(data: bytes) -> int:
-    """The index of the first CR or LF in *data* (there is one)."""
-    lf = data.find(10)
-    cr = data.find(13)
-    return cr if lf < 0 or 0 <= cr < lf else lf
+def _next_eol(data: Union[bytes, bytearray], start: int = 0) -> int:
+    """The index of the first CR or LF in *data* at or after *start*, else its length."""
+    lf = data.find(10, start)
+    cr = data.find(13, start, lf if lf >= 0 else len(data))
+    return cr if cr >= 0 else lf if lf >= 0 else len(data)
 
 
 def _longest_line(data: Union[bytes, bytearray]) -> int:
     """The length of the longest line in *data*, whatever its line endings. Called only
     for more than ``max_line_bytes`` of lines: it measures them without copying any."""
     longest = start = 0
-    n = len(data)
-    while start < n:
-        lf = data.find(10, start)
-        cr = data.find(13, start, lf if lf >= 0 else n)
-        stop = cr if cr >= 0 else lf if lf >= 0 else n
+    while start < len(data):
+        stop = _next_eol(data, start)
         if stop - start > longest:
             longest = stop - start
         start = stop + 1

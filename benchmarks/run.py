@@ -697,11 +697,14 @@ def table(res: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     add("2 e2e x limit", lambda c: e(c, "x_limit", ".2f"))
     add("2 e2e CPU s / 1000 chunks", lambda c: e(c, "cpu_s_per_1000", ".4f"))
 
-    def t(c: str, key: str, fmt: str) -> str:
-        r = tt.get(c)
+    def cell(rows: dict[str, Any], c: str, key: str, fmt: str) -> str:
+        r = rows.get(c)
         if r is None:
             return ""
         return "failed" if "failed" in r else _f(r.get(key), fmt)
+
+    def t(c: str, key: str, fmt: str) -> str:
+        return cell(tt, c, key, fmt)
 
     add("3 TTFT p50 ms", lambda c: t(c, "p50_ms", ".3f"))
     add("3 TTFT p99 ms", lambda c: t(c, "p99_ms", ".3f"))
@@ -723,10 +726,7 @@ def table(res: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         f"{ab[c]['closed_early']}/{ab[c]['runs']}")
 
     def k(c: str, key: str, fmt: str) -> str:
-        r = cs.get(c)
-        if r is None:
-            return ""
-        return "failed" if "failed" in r else _f(r.get(key), fmt)
+        return cell(cs, c, key, fmt)
 
     add("5 cold start ms (median)", lambda c: k(c, "median_ms", ".1f"))
     add("5 cold start x floor", lambda c: k(c, "x_floor", ".2f"))
