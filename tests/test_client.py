@@ -831,3 +831,33 @@ class TestFoundByTheFaultTable:
         assert inflate is not None
         pieces = [len(p) for half in (packed[:100], packed[100:]) for p in inflate(half)]
         assert sum(pieces) == len(plain) and max(pieces) <= INFLATE_STEP
+
+
+def test_a_cold_request_loads_nothing_it_does_not_need(server: t.LocalServer) -> None:
+    # Cold start (benchmarks/run.py): importing alltoken and streaming one answer over
+    # http:// must not load threading (the pool's lock comes from _thread), logging (no
+    # handler can be configured without it), or the idna codec that getaddrinfo pulls
+    # in for a str host.
+    import json
+    import subprocess
+    import sys
+
+    program = (
+        "import json, sys\n"
+        "import alltoken\n"
+        "c = alltoken.AllToken(api_key='k', base_url=sys.argv[1])\n"
+        "s = c.chat.completions.create(model='echo', messages=[{'role': 'user', "
+        "'content': 'hi'}], stream=True)\n"
+        "for _ in s:\n"
+        "    pass\n"
+        "text = s.text\n"
+        "c.close()\n"
+        "print(json.dumps([text, sorted(sys.modules)]))\n"
+    )
+    base = server.base_url.replace("127.0.0.1", "localhost")
+    done = subprocess.run([sys.executable, "-c", program, base], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    text, modules = json.loads(done.stdout)
+    assert text == "hi"
+    assert not {"threading", "logging", "encodings.idna"} & set(modules)
