@@ -32,7 +32,18 @@ import sys
 import time
 from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from http.client import HTTPException
-from typing import TYPE_CHECKING, Any, Callable, Final, Literal, Optional, Union, cast, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Final,
+    Literal,
+    Optional,
+    TypeVar,
+    Union,
+    cast,
+    overload,
+)
 from urllib.parse import urljoin, urlsplit
 
 from . import _log, _retry
@@ -853,7 +864,11 @@ class Stream:
         return f"<alltoken.Stream {state} chunks={s.chunks} request_id={s.request_id!r}>"
 
     def __iter__(self) -> Iterator[ChatCompletionChunk]:
-        return self._gen
+        # Not the read-loop generator itself: a `for` over a temporary
+        # (`for c in client...create(stream=True)`) holds only what __iter__ returns,
+        # and if that did not reference the Stream, the Stream would be freed at once and
+        # its __del__ would close the stream before the first chunk.
+        return _iterate(self, self._gen)
 
     def __next__(self) -> ChatCompletionChunk:
         return next(self._gen)
@@ -962,6 +977,22 @@ def _inflater(encoding: Optional[str], request_id: Optional[str]
     return inflate
 
 
+_T = TypeVar("_T")
+
+
+def _iterate(owner: object, gen: Iterator[_T]) -> Iterator[_T]:
+    """Iterate *gen* while holding *owner* (the Stream or TextStream) alive.
+
+    A plain ``for`` loop, not ``yield from``: when this iterator is dropped after a
+    partial loop (``next(iter(s))``, ``islice``), closing it must not close *gen* — the
+    owner may still be iterated. Dropping it only drops its reference to *owner*; when
+    that was the last one, the owner's ``__del__`` closes the connection.
+    """
+    for item in gen:  # noqa: UP028 - `yield from` would close gen when this is dropped
+        yield item
+    del owner
+
+
 def _pieces(stream: Stream, owned: Optional[AllToken]) -> Generator[str, None, None]:
     # A function, not a method: the generator must not reference the TextStream.
     try:
@@ -985,7 +1016,7 @@ class TextStream:
         self._gen = _pieces(stream, owned_client)
 
     def __iter__(self) -> Iterator[str]:
-        return self._gen
+        return _iterate(self, self._gen)  # keeps the TextStream alive: see Stream.__iter__
 
     def __next__(self) -> str:
         return next(self._gen)

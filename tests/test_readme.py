@@ -65,20 +65,57 @@ def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[t.LocalServer]:
         yield server
 
 
+def offline_answer(server: t.LocalServer, prompt: str) -> str:
+    """The local server's answer to *prompt*, asked without the client under test."""
+    import json
+    import urllib.request
+
+    body = json.dumps({"model": "m", "stream": False,
+                       "messages": [{"role": "user", "content": prompt}]}).encode()
+    req = urllib.request.Request(server.base_url + "/chat/completions", data=body,
+                                 headers={"Content-Type": "application/json"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(req, timeout=10) as resp:
+        answer: str = json.load(resp)["choices"][0]["message"]["content"]
+    return answer
+
+
+def expected_output(code: str, server: t.LocalServer) -> str:
+    """A regular expression for everything the example prints (matched in full)."""
+    e = re.escape
+    if "SSEDecoder()" in code:  # the sans-IO decoder, on its own
+        return e("[ServerSentEvent(data='hello', event='message', id=''), "
+                 "ServerSentEvent(data='world', event='message', id=''), "
+                 "Comment(text='cost')]\n")
+    if 'alltoken.stream("Explain quantum computing"' in code:  # the quick start
+        return e(offline_answer(server, "Explain quantum computing") + "\n")
+    if '"Solve 15! / 13!"' in code:
+        return (e(offline_answer(server, "Solve 15! / 13!") + "\n")
+                + r"stop Usage\(.*\) Cost\(.*\) req-local-\d+\n")
+    if "step by step: 15! / 13!" in code:
+        return e(offline_answer(server, "Solve this step by step: 15! / 13!") + "\n")
+    if "tools=" in code:
+        return e("call_1 get_weather {'city': 'Paris'}\n")
+    if '"Say hi"' in code:
+        return r"0\.\d+ USD for \d+\+\d+ tokens\n"
+    if "signal=signal" in code:
+        return r"cancelled after \d+ characters\n"
+    if "max_retries=3" in code or "Timeout(connect=5" in code or "LocalServer(" in code:
+        return ""  # prints nothing when all goes well (the asserts inside check)
+    raise AssertionError("a README example without an expected output: add one here")
+
+
 @pytest.mark.parametrize(("line", "code"), BLOCKS, ids=[f"line{n}" for n, _ in BLOCKS])
-def test_readme_example_runs(env: t.LocalServer, line: int, code: str) -> None:
+def test_readme_example_prints_what_it_should(env: t.LocalServer, line: int,
+                                              code: str) -> None:
     if "tools=" in code:
         env.enqueue(t.StreamReply([
             t.tool_call(0, id="call_1", name="get_weather", arguments='{"city": '),
             t.tool_call(0, arguments='"Paris"}'), t.finish("tool_calls"), t.done()]))
+    want = expected_output(code, env)
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
         exec(compile(code, f"README.rst:{line}", "exec"), {"__name__": "__readme__"})
-    if "SSEDecoder()" in code:  # the sans-IO decoder, on its own
-        assert out.getvalue() == (
-            "[ServerSentEvent(data='hello', event='message', id=''), "
-            "ServerSentEvent(data='world', event='message', id=''), Comment(text='cost')]\n")
-    elif "LocalServer(" not in code:
+    assert re.fullmatch(want, out.getvalue(), re.DOTALL), out.getvalue()
+    if "SSEDecoder()" not in code and "LocalServer(" not in code:
         assert env.requests, "the example made no request"
-    if "tools=" in code:
-        assert "call_1 get_weather {'city': 'Paris'}" in out.getvalue()
