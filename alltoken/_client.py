@@ -348,9 +348,16 @@ class _Completions:
             signal=signal,
             extra_headers=_check_headers(extra_headers, "extra_headers"),
         )
-        if stream:
+        if not stream:
+            try:
+                return req.complete()
+            finally:
+                req.deadlines.release_signal()
+        try:
             return Stream(req)
-        return req.complete()
+        except BaseException:
+            req.deadlines.release_signal()
+            raise
 
 
 class _Request:
@@ -396,6 +403,7 @@ class _Request:
         headers = dict(self.headers)
         headers["Authorization"] = "Bearer " + self.key
         for _ in range(2):
+            dl.start_attempt()
             conn, reused = self.client._pool.get(self.endpoint, dl)
             try:
                 if conn.sock is None:
@@ -727,8 +735,7 @@ class _StreamState:
                 try:
                     yield from self._read()
                     clean = True
-                    if req.deadlines.signal is not None:
-                        req.deadlines.check_abort()
+                    req.deadlines.check_abort()
                     _log.debug("stream complete: %d chunks in %.1f ms", self.chunks,
                                  (time.monotonic() - req.started) * 1000)
                     return
@@ -743,9 +750,15 @@ class _StreamState:
                     self.cost = None
                     self._conn, self._resp = self._open()
         finally:
-            if clean and self._conn is not None and self._resp is not None:
-                _release(req.client, self._conn, self._resp)
+            req.deadlines.release_signal()
+            conn, resp = self._conn, self._resp
+            if clean and conn is not None and resp is not None:
                 self._conn = self._resp = None
+                if not resp.isclosed() and resp.length == 0:
+                    # A Content-Length body read to its end: read1 never marks the
+                    # response closed, and an open response is never pooled.
+                    resp.close()
+                _release(req.client, conn, resp)
             else:
                 self._drop()
 
@@ -758,20 +771,28 @@ class _StreamState:
         decoder = SSEDecoder()
         feed = decoder.feed
         idle = dl.timeout.idle
-        monotonic = time.monotonic
-        if idle is not None:
-            dl.idle_deadline = monotonic() + idle
+        dl.idle_left = idle
         text = self._text
         reasoning = self._reasoning
-        signal = dl.signal
+        # A polled signal (not a threading.Event) is looked at here too; an Event's set()
+        # and close() from another thread set dl.aborted directly.
+        polled = dl.signal if dl.polled else None
         inflate = _inflater(resp.getheader("content-encoding"), req.request_id)
         done = False
         while True:
-            if signal is not None and signal.is_set():
-                raise AbortedError("the request was aborted by its signal")
+            if dl.aborted is not None or (polled is not None and polled.is_set()):
+                dl.check_abort()
             try:
                 data = read1(READ_SIZE)
-            except (OSError, HTTPException, ValueError) as exc:
+            except (OSError, HTTPException, ValueError, APITimeoutError) as exc:
+                if done and dl.aborted is None:
+                    # The answer is complete at [DONE]: a failure while waiting for the
+                    # cost trailer only means there is no cost.
+                    _log.debug("no cost trailer after [DONE]: %s", exc)
+                    self._drop()  # never pooled: the connection's state is unknown
+                    break
+                if isinstance(exc, APITimeoutError):
+                    raise
                 raise map_exception(exc, "stream", dl, req.request_id) from exc
             if not data:
                 break
@@ -782,13 +803,12 @@ class _StreamState:
                     d = item.data
                     if d == "[DONE]":
                         done = self.done = True
-                        dl.idle_deadline = None
+                        dl.after_done = True
                         continue
                     if item.event != "message" and item.event != "error":
                         _log.debug("ignoring an event of type %r", item.event)
                         continue
-                    if idle is not None:
-                        dl.idle_deadline = monotonic() + idle
+                    dl.idle_left = idle
                     chunk = parse_chunk(d)
                     if type(chunk) is ErrorInfo:
                         raise req.event_error(chunk)
@@ -808,8 +828,8 @@ class _StreamState:
                     if chunk.usage is not None:
                         self.usage = chunk.usage
                     self.chunks += 1
-                    if signal is not None and signal.is_set():
-                        raise AbortedError("the request was aborted by its signal")
+                    if dl.aborted is not None or (polled is not None and polled.is_set()):
+                        dl.check_abort()
                     yield chunk
                 elif cast(Comment, item).text[:1] == "{":
                     self._comment(cast(Comment, item).text)
@@ -881,9 +901,20 @@ class Stream:
 
     def close(self) -> None:
         """Stop reading and release the connection (closing its socket unless the body was
-        read to its end). Idempotent."""
-        self._gen.close()
-        self._state._drop()
+        read to its end). Idempotent, and safe from any thread: called while another
+        thread is reading the stream, it wakes that reader at once, which raises
+        ``AbortedError`` and releases the connection itself."""
+        gen = self._gen
+        if not getattr(gen, "gi_running", False):  # typeshed's Generator lacks it
+            try:
+                gen.close()
+            except ValueError:  # another thread entered next() after the check
+                pass
+            else:
+                self._state._drop()
+                self._state._req.deadlines.release_signal()
+                return
+        self._state._req.deadlines.interrupt("the stream was closed by another thread")
 
     def __del__(self) -> None:
         if getattr(self, "_gen", None) is not None:
@@ -1028,8 +1059,17 @@ class TextStream:
         self.close()
 
     def close(self) -> None:
-        """Release the connection (and the client :func:`stream` made, if any)."""
-        self._gen.close()
+        """Release the connection (and the client :func:`stream` made, if any). Safe from
+        any thread, as :meth:`Stream.close` is."""
+        gen = self._gen
+        if getattr(gen, "gi_running", False):
+            self.stream.close()  # wakes the reader; the generator's finally does the rest
+            return
+        try:
+            gen.close()
+        except ValueError:
+            self.stream.close()
+            return
         self.stream.close()
         if self._client is not None:
             self._client.close()

@@ -1,29 +1,32 @@
-"""HTTP transport: connections, TLS, proxies, deadlines, abort, and the byte-level read loop.
+"""HTTP transport: connections, TLS, proxies, the pool, waits, wake-ups and the clocks.
 
-Layer 2. Imports ``_errors`` only (``sse`` and JSON are the client's business). This is
-the one module that catches ``OSError``, ``socket.timeout``, ``ssl.SSLError`` and
-``http.client.HTTPException``: :func:`translate` turns them into alltoken errors.
+Layer 2. Imports ``_errors`` only (``sse`` and JSON are the client's business).
+:func:`translate` turns ``OSError``, ``http.client.HTTPException`` and framing
+``ValueError`` raised inside a block into alltoken errors.
 
 Theory of operation
 -------------------
 ``http.client`` frames the request and the response (status line, headers, chunked
-encoding). Underneath it, instead of ``socket.makefile()``, each response reads through a
-:class:`_SocketReader`: a raw reader that receives with a socket timeout computed before
-*every* receive from the request's :class:`Deadlines` — the read timeout (silence between
-bytes), the idle timeout (silence between data events, kept by the stream layer), and the
-total deadline — and, when the caller gave an abort signal, caps each wait at
-:data:`ABORT_POLL` seconds and checks the signal between waits. A C ``BufferedReader``
-sits on top, so ``HTTPResponse.read1()`` returns whatever has arrived as soon as it
-arrives: bytes are never held back to fill a buffer.
+encoding). Underneath it every socket is non-blocking, and every wait — for the connect,
+the TLS handshake, the socket to accept more of the request, a byte of the response — is
+one call of :meth:`Deadlines.wait_for`: one ``poll`` bounded by the nearest of the
+clocks, started when the wait starts. Each response reads through a
+:class:`_SocketReader` that first takes what has already arrived and waits only when
+nothing has, so time the caller spends between two chunks never counts against a clock.
+A C ``BufferedReader`` sits on top, so ``HTTPResponse.read1()`` returns whatever has
+arrived as soon as it arrives: bytes are never held back to fill a buffer.
 
-So an abort is noticed within ``ABORT_POLL`` (2 ms) of ``signal.set()`` wherever the
-request is blocked: connecting (a non-blocking connect polled in slices), in the TLS
-handshake (driven non-blocking), waiting for the status line, or mid-body. No thread is
-started, so none can outlive its stream. **Not interruptible:** the DNS lookup
-(``getaddrinfo`` blocks in C); the signal is checked right before and after it.
+Nothing polls. An abort (the caller's ``threading.Event`` set, or ``Stream.close()``
+from another thread) calls :meth:`Deadlines.interrupt` in the thread that caused it,
+which shuts the request's socket down: the ``poll`` the reader is blocked in returns at
+once, wherever the request is — connecting, in the TLS handshake, sending, waiting for
+the status line, or mid-body — and a backoff sleep is released. No thread is started, so
+none can outlive its stream. **Not interruptible:** the DNS lookup (``getaddrinfo``
+blocks in C); the abort is looked at right before and after it.
 
 Connections whose response was read to its end go back to a small :class:`Pool` for the
-next request to the same origin; every other ending closes the socket.
+next request to the same origin, in the process that opened them; every other ending
+closes the socket.
 """
 
 from __future__ import annotations
@@ -40,13 +43,11 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Final, NamedTuple, Optional, Union
+from typing import Any, Final, NamedTuple, Optional, Protocol, Union
 from urllib.parse import urlsplit
+from weakref import ref as _weakref
 
 from ._errors import AbortedError, AllTokenError, APIConnectionError, APITimeoutError, ProtocolError
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = [
     "ABORT_POLL",
@@ -62,10 +63,10 @@ __all__ = [
     "translate",
 ]
 
-#: The longest single wait while an abort signal is being watched. An abort is noticed
-#: within this time; a silent stream costs one wake-up per slice. 2 ms keeps the abort
-#: latency's p99 well under the 10 ms target (benchmarks/) at about 500 cheap wake-ups a
-#: second per *silent* stream; a stream that is receiving data does not wake up at all.
+#: The longest single wait when the abort signal is an object this module cannot be
+#: woken by (anything with ``is_set()`` that is not a ``threading.Event``): such a wait
+#: is sliced, and the signal looked at between slices. A ``threading.Event`` is never
+#: polled: see :class:`Deadlines`.
 ABORT_POLL: Final = 0.002
 
 #: A reusable idle connection older than this is closed instead of reused: servers and
@@ -76,12 +77,40 @@ POOL_MAX_PER_ORIGIN: Final = 8
 #: ``read1`` size: large enough that a burst is taken in one call, small enough for L2.
 READ_SIZE: Final = 65536
 
+_POLLIN: Final = getattr(select, "POLLIN", 1)
+_POLLOUT: Final = getattr(select, "POLLOUT", 4)
+_POLLPRI: Final = getattr(select, "POLLPRI", 2)
+_POLL_READ: Final = _POLLIN | _POLLPRI | getattr(select, "POLLHUP", 16) | getattr(
+    select, "POLLERR", 8)
+_POLL_WRITE: Final = _POLLOUT | getattr(select, "POLLHUP", 16) | getattr(select, "POLLERR", 8)
 
-class Signal:
-    """What ``signal=`` may be: anything with ``is_set()`` (a ``threading.Event``)."""
 
-    def is_set(self) -> bool:  # pragma: no cover - protocol documentation only
-        raise NotImplementedError
+def _wait_fd(sock: socket.socket, write: bool, seconds: Optional[float]) -> bool:
+    """Wait until *sock* is readable (or writable) or *seconds* pass; True if ready.
+
+    ``poll``, which has no file-descriptor ceiling (``select.select`` fails for fds
+    >= 1024, which any busy server process has); ``select`` only where a platform has no
+    ``poll``. One call is one wait: the callers count on that (and the tests count them).
+    """
+    fd = sock.fileno()
+    if fd < 0:
+        return True  # closed under us (an abort): the caller's next step reports it
+    poll = getattr(select, "poll", None)
+    if poll is not None:
+        p = poll()
+        p.register(fd, _POLL_WRITE if write else _POLL_READ)
+        return bool(p.poll(None if seconds is None else max(seconds, 0.0) * 1000.0))
+    if write:  # pragma: no cover - platforms without poll
+        _, ready, _ = select.select([], [fd], [fd], seconds)
+    else:  # pragma: no cover
+        ready, _, _ = select.select([fd], [], [fd], seconds)
+    return bool(ready)
+
+
+class Signal(Protocol):
+    """What ``signal=`` may be: a ``threading.Event``, or anything with ``is_set()``."""
+
+    def is_set(self) -> bool: ...
 
 
 SignalLike = Any  # threading.Event or an object with is_set()
@@ -93,12 +122,18 @@ class Timeout:
 
     Args:
         connect: Connecting, TLS handshake and proxy tunnel included.
-        read: The longest silence between two received bytes.
+        read: The longest silence between two received bytes (and, while the request is
+            sent, the longest time no byte of it is accepted by the socket).
         idle: The longest wait between two *data* events of a stream; comments such as
             keep-alives do not reset it, so a stalled generation behind a chatty proxy
             still ends.
         total: A wall-clock deadline from the call until the stream has been read to
             its end, retries and backoff included.
+
+    ``read`` and ``idle`` count only time spent waiting for the server: time the caller
+    spends between two chunks never counts. Every attempt (a retry, a redirect) starts
+    with fresh ``connect``, ``read`` and ``idle`` clocks; a retry's backoff counts against
+    ``total`` only.
 
     A plain number given where a ``Timeout`` is accepted sets ``connect`` and ``read``.
     """
@@ -130,45 +165,149 @@ class Timeout:
         return cls(connect=float(value), read=float(value))
 
 
-class Deadlines:
-    """The clocks of one request: what each wait may last, and the abort signal.
+class _Wakeup:
+    """Stands in a ``threading.Condition``'s list of waiters for one request.
 
-    The stream layer moves ``idle_deadline`` forward at every data event.
+    ``Event.set()`` calls ``release()`` on every waiter of the event's condition; this
+    one wakes the request instead of a sleeping thread. Calling it never blocks: it runs
+    in the thread that called ``set()``, inside the event's lock.
     """
 
-    __slots__ = ("idle_deadline", "last_byte", "signal", "timeout", "total_deadline")
+    __slots__ = ("deadlines",)
+
+    def __init__(self, deadlines: Deadlines) -> None:
+        # Weak: an event the caller keeps must not keep a forgotten request alive.
+        self.deadlines = _weakref(deadlines)
+
+    def release(self) -> None:
+        dl = self.deadlines()
+        if dl is not None:
+            dl.interrupt("the request was aborted by its signal")
+
+
+def _condition_of(signal: object) -> Any:
+    """The ``threading.Condition`` of a ``threading.Event`` (a subclass too), or None."""
+    threading = sys.modules.get("threading")
+    if threading is None or not isinstance(signal, threading.Event):
+        return None
+    cond = getattr(signal, "_cond", None)
+    if not isinstance(cond, threading.Condition) or not hasattr(cond, "_waiters"):
+        return None  # pragma: no cover - a Python whose Event is built otherwise
+    return cond
+
+
+class Deadlines:
+    """The clocks and the wake-up of one request, across its attempts.
+
+    Clocks. ``read`` and ``idle`` run only while a wait is needed: every wait for the
+    socket (connect, handshake, send, receive) is bounded when it starts, by whichever
+    of ``read``, the idle budget left and the ``total`` deadline is nearest, and the data
+    already received is read first. The idle budget is spent only by waits; the stream
+    layer refills it at every data event (:meth:`data_event`), and
+    :meth:`start_attempt` resets it for each attempt.
+
+    Wake-ups. Nothing polls. A request given a ``threading.Event`` puts a
+    :class:`_Wakeup` among the event's condition waiters, so ``set()`` calls
+    :meth:`interrupt` from the setting thread; so does :meth:`Stream.close` from another
+    thread. :meth:`interrupt` marks the request aborted, shuts the current socket down
+    (which ends a ``poll``, ``recv``, ``send`` or connect in progress at once, on every
+    platform this library targets) and releases a backoff sleep. A signal that is not
+    a ``threading.Event`` is looked at every :data:`ABORT_POLL` seconds while waiting.
+    """
+
+    __slots__ = ("__weakref__", "_hooked", "_lock", "_sleeper", "_sock", "aborted",
+                 "after_done", "idle_left", "polled", "signal", "timeout", "total_deadline")
 
     def __init__(self, timeout: Timeout, signal: SignalLike = None) -> None:
         self.timeout = timeout
         self.signal = signal
-        now = time.monotonic()
-        self.total_deadline = None if timeout.total is None else now + timeout.total
-        self.idle_deadline: Optional[float] = None
-        self.last_byte = now
+        self.total_deadline = (None if timeout.total is None
+                               else time.monotonic() + timeout.total)
+        #: The idle budget left (None: no idle timeout running).
+        self.idle_left: Optional[float] = None
+        #: ``[DONE]`` arrived: waits are bounded by ``read`` (else ``idle``) for the trailer.
+        self.after_done = False
+        #: Why the request was interrupted (None while it was not).
+        self.aborted: Optional[str] = None
+        self._lock = _thread.allocate_lock()
+        self._sock: Optional[socket.socket] = None
+        self._sleeper: Optional[Any] = None
+        self._hooked: Optional[_Wakeup] = None
+        #: True when the signal can only be polled (not a threading.Event).
+        self.polled = False
+        if signal is not None:
+            cond = _condition_of(signal)
+            if cond is None:
+                self.polled = True
+            else:
+                hook = _Wakeup(self)
+                with cond:
+                    if signal.is_set():
+                        self.aborted = "the request was aborted by its signal"
+                    else:
+                        cond._waiters.append(hook)
+                        self._hooked = hook
+
+    def release_signal(self) -> None:
+        """Take this request's wake-up out of the signal (at the end of the request), so
+        one event shared by many requests does not collect them. Idempotent."""
+        hook, self._hooked = self._hooked, None
+        if hook is not None:
+            cond = _condition_of(self.signal)
+            with cond:
+                with contextlib.suppress(ValueError):
+                    cond._waiters.remove(hook)
+
+    def __del__(self) -> None:
+        self.release_signal()
+
+    # -- interruption ------------------------------------------------------------------
+
+    def interrupt(self, why: str) -> None:
+        """Abort the request from any thread: wake whatever it is waiting in."""
+        with self._lock:
+            if self.aborted is None:
+                self.aborted = why
+            sock, sleeper = self._sock, self._sleeper
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            if sleeper is not None:
+                with contextlib.suppress(RuntimeError):
+                    sleeper.release()
+
+    def attach(self, sock: Optional[socket.socket]) -> None:
+        """*sock* is the socket an interrupt must shut down (None: no socket now)."""
+        with self._lock:
+            self._sock = sock
+            if sock is not None and self.aborted is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def detach(self, sock: Optional[socket.socket]) -> None:
+        """*sock* is about to be closed: an interrupt must not touch its descriptor."""
+        if self._sock is not None and self._sock is sock:
+            with self._lock:
+                if self._sock is sock:
+                    self._sock = None
 
     def check_abort(self) -> None:
-        if self.signal is not None and self.signal.is_set():
-            raise AbortedError("the request was aborted by its signal")
+        if self.aborted is None and self.polled and self.signal.is_set():
+            self.aborted = "the request was aborted by its signal"
+        if self.aborted is not None:
+            raise AbortedError(self.aborted)
+
+    # -- clocks ------------------------------------------------------------------------
+
+    def start_attempt(self) -> None:
+        """Fresh per-attempt clocks (connect and read are per wait already)."""
+        self.idle_left = None
+        self.after_done = False
 
     def remaining_total(self) -> Optional[float]:
         if self.total_deadline is None:
             return None
         return self.total_deadline - time.monotonic()
-
-    def wait_limit(self, phase_timeout: Optional[float], since: float) -> tuple[float | None, str]:
-        """The longest the next wait may last, and what runs out when it does."""
-        now = time.monotonic()
-        limit: Optional[float] = None
-        what = ""
-        if phase_timeout is not None:
-            limit, what = since + phase_timeout - now, "read"
-        if self.idle_deadline is not None and (limit is None or self.idle_deadline - now < limit):
-            limit, what = self.idle_deadline - now, "idle"
-        if self.total_deadline is not None and (
-            limit is None or self.total_deadline - now < limit
-        ):
-            limit, what = self.total_deadline - now, "total"
-        return limit, what
 
     def timeout_error(self, what: str) -> APITimeoutError:
         t = self.timeout
@@ -181,53 +320,83 @@ class Deadlines:
                 retryable=False)
         elif what == "connect":
             msg = f"connecting took longer than {t.connect:g} s (connect timeout)"
+        elif what == "send":
+            msg = f"no byte of the request was accepted for {t.read:g} s (read timeout)"
         else:
             msg = f"no byte received for {t.read:g} s (read timeout)"
         return APITimeoutError(msg)
 
+    def wait_for(self, sock: socket.socket, write: bool, phase: str,
+                 phase_deadline: Optional[float] = None) -> None:
+        """One wait for *sock* to be ready, bounded by the nearest clock.
+
+        *phase* is ``"connect"`` (bounded by *phase_deadline*, the connect clock),
+        ``"send"`` or ``"read"`` (bounded by ``read`` from now). Raises
+        ``APITimeoutError`` when a clock runs out first, ``AbortedError`` when
+        interrupted.
+        """
+        self.check_abort()
+        now = time.monotonic()
+        limit: Optional[float] = None
+        what = phase
+        if phase == "connect":
+            if phase_deadline is not None:
+                limit = phase_deadline - now
+        else:
+            read = self.timeout.read
+            if read is None and self.after_done and self.timeout.idle is not None:
+                read, what = self.timeout.idle, "idle"  # the trailer wait is bounded too
+            if read is not None:
+                limit = read
+        idle = None if self.after_done or phase == "connect" else self.idle_left
+        if idle is not None and (limit is None or idle < limit):
+            limit, what = idle, "idle"
+        total = self.total_deadline
+        if total is not None and (limit is None or total - now < limit):
+            limit, what = total - now, "total"
+        if limit is not None and limit <= 0:
+            raise self.timeout_error(what)
+        if self.polled and (limit is None or limit > ABORT_POLL):
+            ready = _wait_fd(sock, write, ABORT_POLL)
+            timed_out = False
+        else:
+            ready = _wait_fd(sock, write, limit)
+            timed_out = not ready
+        if idle is not None:
+            self.idle_left = idle - (time.monotonic() - now)
+        self.check_abort()
+        if timed_out:
+            raise self.timeout_error(what)
+
     def wait(self, seconds: float) -> None:
-        """Sleep *seconds* (a retry backoff), waking at once if the signal is set."""
-        if self.signal is not None:
-            waiter = getattr(self.signal, "wait", None)
-            if callable(waiter):
-                if waiter(seconds):
-                    self.check_abort()
-                return
+        """Sleep *seconds* (a retry backoff), waking at once when interrupted."""
+        self.check_abort()
+        if self.polled:
             end = time.monotonic() + seconds
             while (left := end - time.monotonic()) > 0:
-                self.check_abort()
                 time.sleep(min(left, ABORT_POLL))
-            self.check_abort()
+                self.check_abort()
             return
-        time.sleep(seconds)
-
-
-def _wait_socket(sock: socket.socket, write: bool, dl: Deadlines, budget: Optional[float],
-                 since: float, what: str) -> None:
-    """Block until *sock* is readable (or writable), honouring deadlines and abort."""
-    while True:
-        dl.check_abort()
-        limit, cause = dl.wait_limit(budget, since)
-        if budget is not None and cause == "read":
-            cause = what
-        if limit is not None and limit <= 0:
-            raise dl.timeout_error(cause)
-        slice_ = limit
-        if dl.signal is not None and (slice_ is None or slice_ > ABORT_POLL):
-            slice_ = ABORT_POLL
-        if write:
-            _, ready, _ = select.select([], [sock], [sock], slice_)
-        else:
-            ready, _, _ = select.select([sock], [], [sock], slice_)
-        if ready:
-            return
+        sleeper = _thread.allocate_lock()
+        sleeper.acquire()
+        with self._lock:
+            if self.aborted is None:
+                self._sleeper = sleeper
+        try:
+            if self._sleeper is sleeper:
+                sleeper.acquire(True, seconds)
+        finally:
+            with self._lock:
+                self._sleeper = None
+        self.check_abort()
 
 
 class _SocketReader(io.RawIOBase):
-    """A raw, deadline- and abort-aware reader over a connected socket.
+    """A raw, deadline- and abort-aware reader over a connected, non-blocking socket.
 
     ``http.client`` reads the response through a ``BufferedReader`` over this object;
-    each ``readinto`` is at most one successful ``recv_into``.
+    each ``readinto`` is at most one successful ``recv_into``. What has arrived is
+    returned at once; only when nothing has does a wait start (and its clocks with it).
     """
 
     def __init__(self, sock: socket.socket, dl: Deadlines) -> None:
@@ -241,37 +410,38 @@ class _SocketReader(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         sock = self._sock
         dl = self.deadlines
-        read = dl.timeout.read
-        watch = dl.signal is not None
         while True:
-            if watch and dl.signal.is_set():
-                raise AbortedError("the request was aborted by its signal")
-            limit, what = dl.wait_limit(read, dl.last_byte)
-            if limit is not None and limit <= 0:
-                raise dl.timeout_error(what)
-            if watch and (limit is None or limit > ABORT_POLL):
-                limit = ABORT_POLL
-                what = ""
-            sock.settimeout(limit)
+            if dl.aborted is not None:
+                raise AbortedError(dl.aborted)
             try:
-                n = sock.recv_into(buffer)
-            except socket.timeout:
-                if what:
-                    raise dl.timeout_error(what) from None
-                continue
-            except InterruptedError:  # pragma: no cover - PEP 475 retries these already
-                continue
-            except OSError:
-                # An abort shuts nothing down, but a set signal explains any failure.
-                if watch and dl.signal.is_set():
-                    raise AbortedError("the request was aborted by its signal") from None
-                raise
-            dl.last_byte = time.monotonic()
-            return n
+                n: int = sock.recv_into(buffer)
+                return n
+            except (BlockingIOError, InterruptedError):
+                write = False
+            except OSError as exc:
+                want = _ssl_want(exc)
+                if want is None:
+                    if dl.aborted is not None:
+                        raise AbortedError(dl.aborted) from None
+                    raise
+                write = want
+            dl.wait_for(sock, write, "read")
 
     def close(self) -> None:
         # The socket belongs to the connection, which may be reused: leave it open.
         super().close()
+
+
+def _ssl_want(exc: BaseException) -> Optional[bool]:
+    """For a TLS "want read/write" error: whether it wants to write; else None."""
+    ssl = sys.modules.get("ssl")
+    if ssl is None:
+        return None
+    if isinstance(exc, ssl.SSLWantReadError):
+        return False
+    if isinstance(exc, ssl.SSLWantWriteError):
+        return True
+    return None
 
 
 class _Response(http.client.HTTPResponse):
@@ -292,6 +462,11 @@ class _Response(http.client.HTTPResponse):
         finally:
             f, self._sockfile = self._sockfile, None
             if f is not None:
+                # Closing this file may close the socket (when the connection let go of
+                # it): an interrupt must not shut down a descriptor that is being reused.
+                reader = self.fp.raw if self.fp is not None else None
+                if isinstance(reader, _SocketReader):
+                    reader.deadlines.detach(reader._sock)
                 f.close()
 
 
@@ -393,16 +568,21 @@ class Endpoint(NamedTuple):
 
 
 class _Connection(http.client.HTTPConnection):
-    """An ``HTTPConnection`` whose connect, handshake and reads honour :class:`Deadlines`."""
+    """An ``HTTPConnection`` whose connect, handshake, send and reads honour
+    :class:`Deadlines`. Its socket is non-blocking: every wait is one of ``Deadlines``'s.
+    """
 
     deadlines: Deadlines
     idle_since: float = 0.0
     _last_response: Optional[_Response] = None
     _handing_over = False
+    _connect_deadline: Optional[float] = None
 
     def __init__(self, ep: Endpoint, dl: Deadlines) -> None:
         self.endpoint = ep
         self.deadlines = dl
+        #: The process that opened the connection (see :class:`Pool`).
+        self.generation = _fork_generation
         if ep.proxy is not None:
             super().__init__(ep.proxy.host, ep.proxy.port, timeout=dl.timeout.connect)
             if ep.scheme == "https":
@@ -432,6 +612,8 @@ class _Connection(http.client.HTTPConnection):
         """Close the socket, and the last response: http.client forgets a response that
         will close the connection (it calls this method to hand the socket over to it),
         and such a response holds the socket open."""
+        if self.sock is not None:
+            self.deadlines.detach(self.sock)
         try:
             super().close()
         finally:
@@ -445,9 +627,9 @@ class _Connection(http.client.HTTPConnection):
         dl = self.deadlines
         dl.check_abort()
         host, port = address
-        started = time.monotonic()
         # An ASCII host goes as bytes: for a str, getaddrinfo runs the "idna" codec, and
         # importing it (with unicodedata and stringprep) is a tenth of a cold start.
+        # Not interruptible: getaddrinfo blocks in C. The abort is looked at after it.
         infos = socket.getaddrinfo(host.encode() if host.isascii() else host, port, 0,
                                    socket.SOCK_STREAM)
         dl.check_abort()
@@ -456,26 +638,32 @@ class _Connection(http.client.HTTPConnection):
             sock = socket.socket(family, type_, proto)
             try:
                 sock.setblocking(False)
+                dl.attach(sock)  # an interrupt now ends the connect's wait
                 rc = sock.connect_ex(sockaddr)
                 if rc not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
                     raise OSError(rc, os.strerror(rc))
                 if rc != 0:
-                    _wait_socket(sock, True, dl, dl.timeout.connect, started, "connect")
+                    dl.wait_for(sock, True, "connect", self._connect_deadline)
+                    dl.check_abort()
                     rc = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
                     if rc:
                         raise OSError(rc, os.strerror(rc))
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                sock.settimeout(dl.timeout.connect)
                 return sock
             except OSError as exc:
+                dl.detach(sock)
                 sock.close()
                 error = exc
             except BaseException:
+                dl.detach(sock)
                 sock.close()
                 raise
         raise error if error else OSError("getaddrinfo returned no address")
 
     def connect(self) -> None:
+        t = self.deadlines.timeout.connect
+        # One connect clock for TCP, the proxy's tunnel and TLS, started here.
+        self._connect_deadline = None if t is None else time.monotonic() + t
         super().connect()
         if self.endpoint.scheme == "https":
             self._start_tls()
@@ -485,39 +673,92 @@ class _Connection(http.client.HTTPConnection):
 
         dl = self.deadlines
         ctx = self.endpoint.ssl_context
-        sock = ctx.wrap_socket(self.sock, server_hostname=self.endpoint.host,
+        raw = self.sock
+        sock = ctx.wrap_socket(raw, server_hostname=self.endpoint.host,
                                do_handshake_on_connect=False)
         self.sock = sock
-        started = time.monotonic()
-        sock.setblocking(False)
+        dl.attach(sock)
         while True:
             try:
                 sock.do_handshake()
                 break
             except ssl.SSLWantReadError:
-                _wait_socket(sock, False, dl, dl.timeout.connect, started, "connect")
+                dl.wait_for(sock, False, "connect", self._connect_deadline)
             except ssl.SSLWantWriteError:
-                _wait_socket(sock, True, dl, dl.timeout.connect, started, "connect")
-        sock.settimeout(dl.timeout.connect)
+                dl.wait_for(sock, True, "connect", self._connect_deadline)
 
     def send(self, data: Any) -> None:
-        # Sending is bounded by the connect timeout and stops on abort between writes.
-        self.deadlines.check_abort()
-        if self.sock is not None:
-            self.sock.settimeout(self.deadlines.timeout.connect)
-        super().send(data)
+        """Send *data*, bounded by progress: a wait for the socket to accept more is
+        bounded by ``read`` (a slow link is fine while bytes keep moving), and an
+        interrupt ends it at once."""
+        dl = self.deadlines
+        dl.check_abort()
+        if self.sock is None:
+            if not self.auto_open:  # pragma: no cover - http.client's own contract
+                raise http.client.NotConnected()
+            self.connect()
+        sock = self.sock
+        if not isinstance(data, (bytes, bytearray, memoryview)):  # pragma: no cover
+            raise TypeError("alltoken sends bytes only")
+        view = memoryview(data).cast("B")
+        while view:
+            try:
+                n = sock.send(view)
+            except (BlockingIOError, InterruptedError):
+                write = True
+            except OSError as exc:
+                want = _ssl_want(exc)
+                if want is None:
+                    raise
+                write = want
+            else:
+                view = view[n:]
+                continue
+            dl.wait_for(sock, write, "send")
+
+
+_fork_generation = 0
+
+
+def _after_fork_in_child() -> None:
+    global _fork_generation
+    _fork_generation += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Pool:
-    """Idle keep-alive connections by origin. Thread-safe."""
+    """Idle keep-alive connections by origin. Thread-safe.
+
+    A connection belongs to the process that opened it. After ``os.fork()`` a child sees
+    its parent's idle connections in this pool; it never sends on, reads from or shuts
+    down one of them (that would read another process's answer, or cut the parent's
+    connection): it forgets them, closing only its own copy of each descriptor, and
+    opens its own.
+    """
 
     def __init__(self) -> None:
         self._idle: dict[tuple[Any, ...], list[_Connection]] = {}
         self._lock = _thread.allocate_lock()  # threading is not imported for one lock
         self._closed = False
+        self._generation = _fork_generation
+
+    def _forget_inherited(self) -> None:
+        """In a forked child: drop the parent's connections (the lock too: a parent's
+        thread may have held it at the fork, and nothing would ever release it)."""
+        self._lock = _thread.allocate_lock()
+        self._generation = _fork_generation
+        inherited, self._idle = self._idle, {}
+        for conns in inherited.values():
+            for conn in conns:
+                _forget(conn)
 
     def get(self, ep: Endpoint, dl: Deadlines) -> tuple[_Connection, bool]:
         """A connection to *ep*: an idle one (``True``) or a new, unconnected one."""
+        if self._generation != _fork_generation:
+            self._forget_inherited()
         now = time.monotonic()
         with self._lock:
             conns = self._idle.get(ep.origin)
@@ -531,7 +772,13 @@ class Pool:
 
     def put(self, conn: _Connection) -> None:
         """Keep *conn* for reuse (its response was read to the end)."""
+        if self._generation != _fork_generation:
+            self._forget_inherited()
+        if conn.generation != _fork_generation:
+            _forget(conn)
+            return
         conn.idle_since = time.monotonic()
+        conn.deadlines.detach(conn.sock)
         with self._lock:
             if self._closed:
                 conn.close()
@@ -542,6 +789,8 @@ class Pool:
                 conns.pop(0).close()
 
     def close(self) -> None:
+        if self._generation != _fork_generation:
+            self._forget_inherited()
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, {}
@@ -551,17 +800,32 @@ class Pool:
 
     def __del__(self) -> None:
         # A client dropped without close() must not leak its idle sockets.
+        inherited = getattr(self, "_generation", _fork_generation) != _fork_generation
         for conns in getattr(self, "_idle", {}).values():
             for conn in conns:
-                conn.close()
+                if inherited:
+                    _forget(conn)
+                else:
+                    conn.close()
 
     def reopen(self) -> None:
         with self._lock:
             self._closed = False
 
     def __len__(self) -> int:
+        if self._generation != _fork_generation:
+            self._forget_inherited()
         with self._lock:
             return sum(map(len, self._idle.values()))
+
+
+def _forget(conn: _Connection) -> None:
+    """Let go of a connection another process owns: close this process's descriptor
+    only. (Closing a descriptor shared with another process sends nothing; a TLS
+    socket's close sends no close_notify either.)"""
+    sock, conn.sock = conn.sock, None
+    if sock is not None:
+        sock.close()
 
 
 def _peer_closed(conn: _Connection) -> bool:
@@ -571,8 +835,7 @@ def _peer_closed(conn: _Connection) -> bool:
     if sock is None:
         return True
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
-        if not readable:
+        if not _wait_fd(sock, False, 0):
             return False
         if conn.endpoint.scheme != "https":
             return True  # EOF or stray bytes: either way not reusable
@@ -615,8 +878,10 @@ def translate(phase: str, dl: Optional[Deadlines] = None,
 def map_exception(exc: BaseException, phase: str, dl: Optional[Deadlines] = None,
                   request_id: Optional[str] = None) -> AllTokenError:
     """The alltoken error for a network or framing failure *exc* during *phase*."""
-    if dl is not None and dl.signal is not None and dl.signal.is_set():
-        return AbortedError("the request was aborted by its signal", request_id=request_id)
+    if dl is not None and (dl.aborted is not None
+                           or (dl.signal is not None and dl.signal.is_set())):
+        return AbortedError(dl.aborted or "the request was aborted by its signal",
+                            request_id=request_id)
     return _network_error(phase, exc, request_id)
 
 
@@ -653,5 +918,3 @@ def _network_error(phase: str, exc: BaseException, request_id: Optional[str]) ->
     detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
     return APIConnectionError(f"{hint}: {type(exc).__name__}: {detail}", request_id=request_id)
 
-
-Reader = Callable[[int], bytes]

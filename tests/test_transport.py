@@ -43,16 +43,28 @@ class TestTimeout:
 
 
 class TestDeadlines:
-    def test_the_nearest_deadline_bounds_the_next_wait(self) -> None:
-        dl = Deadlines(Timeout(read=10, total=0.5))
-        limit, what = dl.wait_limit(10, dl.last_byte)
-        assert what == "total" and limit is not None and limit <= 0.5
+    @pytest.mark.parametrize(("timeout", "idle_left", "what"), [
+        (Timeout(read=10, total=0.05), None, "total timeout"),
+        (Timeout(read=10, idle=5), 0.05, "idle timeout"),
+        (Timeout(read=0.05, idle=5), 5.0, "read timeout"),
+    ])
+    def test_the_nearest_clock_bounds_a_wait_and_names_itself(
+            self, timeout: Timeout, idle_left: float | None, what: str) -> None:
+        a, b = socket.socketpair()
+        with a, b:
+            dl = Deadlines(timeout)
+            dl.idle_left = idle_left
+            with pytest.raises(alltoken.APITimeoutError, match=what):
+                dl.wait_for(a, False, "read")
 
-    def test_idle_deadline_wins_when_nearer(self) -> None:
-        dl = Deadlines(Timeout(read=10, idle=1))
-        dl.idle_deadline = dl.last_byte + 0.2
-        limit, what = dl.wait_limit(10, dl.last_byte)
-        assert what == "idle" and limit is not None and limit <= 0.2
+    def test_a_wait_spends_the_idle_budget_and_only_the_wait(self) -> None:
+        a, b = socket.socketpair()
+        with a, b:
+            dl = Deadlines(Timeout(read=10, idle=5))
+            dl.idle_left = 5.0
+            b.send(b"x")
+            dl.wait_for(a, False, "read")  # ready at once
+            assert dl.idle_left is not None and 4.9 < dl.idle_left <= 5.0
 
     def test_total_timeouts_are_not_retryable(self) -> None:
         dl = Deadlines(Timeout(total=1))
