@@ -10,9 +10,12 @@ Two promises hold whatever the server sends and wherever the output goes:
   into its two UTF-16 halves across chunks (``"\\ud83d"`` then ``"\\ude00"``); a
   :class:`SurrogateJoiner` holds a trailing high surrogate back until the next piece
   arrives and joins the pair. A half that never finds its partner becomes U+FFFD.
-  What the output's encoding cannot show (an emoji under ``PYTHONIOENCODING=ascii``, a
+  What stdout's encoding cannot show (an emoji under ``PYTHONIOENCODING=ascii``, a
   cp1252 console) is written as ``?`` (the codec's ``replace``): the rest of the
-  answer still arrives. ``--json`` output stays lossless and valid JSON: a line the
+  answer still arrives, and a reader sees one mark per character lost, not an escape
+  sequence in the middle of prose. stderr keeps Python's own ``backslashreplace``
+  (``\U0001f914``), the convention for diagnostics; :class:`Output` still replaces
+  there, should a stderr be strict. ``--json`` output stays lossless and valid JSON: a line the
   stream cannot encode is written with ``\\uXXXX`` escapes instead (``ensure_ascii``).
 * **Escape codes only on a terminal that wants them.** The dim codes around reasoning
   and the spinner appear only when stderr is a terminal, ``NO_COLOR`` is unset or
@@ -59,7 +62,8 @@ class OutputError(Exception):
 class Output:
     """One of the standard streams as the command line writes to it.
 
-    What the stream's encoding cannot represent is written with the codec's ``replace``
+    What the stream's encoding cannot represent and its own error handler does not
+    take care of (stdout's is ``strict``) is written with the codec's ``replace``
     handler (``?``) instead of raising ``UnicodeEncodeError``. Any other ``OSError``
     (and the ``ValueError`` of a closed file) becomes :class:`OutputError`.
     """

@@ -221,10 +221,7 @@ class _Interrupt:
         current = signals.getsignal(signals.SIGINT)
         if current is None or current == signals.SIG_IGN:
             return self
-        try:
-            self._previous = signals.signal(signals.SIGINT, self._on_sigint)
-        except ValueError:  # not the main interpreter
-            return self
+        self._previous = signals.signal(signals.SIGINT, self._on_sigint)
         self._installed = True
         return self
 
