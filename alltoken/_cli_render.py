@@ -219,11 +219,13 @@ class TextRenderer:
 
     def _reasoning(self, piece: str) -> None:
         self._token()
-        text = self._thoughts.feed(piece)
+        self._write_reasoning(self._thoughts.feed(piece))
+        self._in_reasoning = True
+
+    def _write_reasoning(self, text: str) -> None:
         if text:
             self._err.write(f"{_DIM}{text}{_RESET}" if self._escapes else text)
             self._err_open = not text.endswith("\n")
-        self._in_reasoning = True
 
     def _content(self, piece: str) -> None:
         self._token()
@@ -237,10 +239,7 @@ class TextRenderer:
             self._out_open = not text.endswith("\n")
 
     def _end_reasoning(self) -> None:
-        rest = self._thoughts.end()
-        if rest:
-            self._err.write(rest)
-            self._err_open = True
+        self._write_reasoning(self._thoughts.end())
         self._in_reasoning = False
 
     def stop(self) -> None:

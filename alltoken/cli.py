@@ -324,17 +324,38 @@ def _not_text(exc: UnicodeDecodeError) -> str:
             f"{exc.start}); convert it to {name} or set PYTHONIOENCODING to its encoding")
 
 
+def _checked_text(value: str, what: str) -> str:
+    """*value* from the command line or the environment, if it is text.
+
+    Python decodes arguments that are not in the locale's encoding with
+    ``surrogateescape`` (a Latin-1 byte under UTF-8 becomes U+DCxx); such a string
+    cannot be sent as JSON, so it is a usage error as it is on stdin."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = ord(value[exc.start])
+        byte = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"U+{code:04X}"
+        raise _usage(f"{what} is not text in the locale's encoding ({byte} at "
+                     f"character {exc.start})") from None
+    return value
+
+
 def _request(args: argparse.Namespace) -> dict[str, Any]:
     """The request body (without ``stream``) from the arguments and the prompt."""
-    prompt = _read_prompt() if args.prompt == "-" else args.prompt
+    if args.prompt == "-":
+        prompt = _read_prompt()
+    else:
+        prompt = _checked_text(args.prompt, "the prompt")
     if not prompt.strip():
         raise _usage("the prompt is empty")
     model = args.model or (OFFLINE_MODEL if args.offline else None)
     if not model:
         raise _usage("choose a model with -m MODEL (or set ALLTOKEN_MODEL)")
+    model = _checked_text(model, "the model")
     messages: list[dict[str, Any]] = []
     if args.system:
-        messages.append({"role": "system", "content": args.system})
+        messages.append({"role": "system",
+                         "content": _checked_text(args.system, "the system message")})
     messages.append({"role": "user", "content": prompt})
     body: dict[str, Any] = {"model": model, "messages": messages}
     if args.temperature is not None:

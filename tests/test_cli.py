@@ -421,6 +421,18 @@ class TestStdin:
         assert r.returncode == 0, r.stderr
         assert server.requests[0].json["messages"][-1]["content"] == "caf\u00e9"
 
+    @pytest.mark.parametrize("argv", [[b"caf\xe9", b"-m", b"m"],
+                                      [b"hi", b"-m", b"m", b"--system", b"caf\xe9"]],
+                             ids=["prompt", "system"])
+    def test_an_argument_that_is_not_utf8_is_a_one_line_usage_error(
+            self, server: t.LocalServer, argv: list[bytes]) -> None:
+        r = subprocess.run([*CLI, "chat", *argv], cwd=ROOT, capture_output=True, timeout=30,
+                           env=clean_env({**online(server), "LC_ALL": "C.UTF-8"}))
+        assert r.returncode == 2, r.stderr
+        line = one_line(r.stderr.decode())
+        assert line.startswith("alltoken: error: the ") and "byte 0xe9" in line
+        assert server.requests == []
+
     def test_ctrl_c_while_reading_stdin_exits_130_quietly(self, server: t.LocalServer) -> None:
         proc = subprocess.Popen([*CLI, "chat", "-", "-m", "m"], cwd=ROOT,
                                 env=clean_env(online(server)), stdin=subprocess.PIPE,
