@@ -14,9 +14,9 @@ Two promises hold whatever the server sends and wherever the output goes:
   cp1252 console) is written as ``?`` (the codec's ``replace``): the rest of the
   answer still arrives, and a reader sees one mark per character lost, not an escape
   sequence in the middle of prose. stderr keeps Python's own ``backslashreplace``
-  (``\U0001f914``), the convention for diagnostics; :class:`Output` still replaces
-  there, should a stderr be strict. ``--json`` output stays lossless and valid JSON: a line the
-  stream cannot encode is written with ``\\uXXXX`` escapes instead (``ensure_ascii``).
+  (``\\U0001f914``), the convention for diagnostics; :class:`Output` still replaces
+  there, should a stderr be strict. ``--json`` output stays lossless and valid JSON:
+  a line the stream cannot encode is written with ``\\uXXXX`` escapes instead.
 * **Escape codes only on a terminal that wants them.** The dim codes around reasoning
   and the spinner appear only when stderr is a terminal, ``NO_COLOR`` is unset or
   empty (https://no-color.org) and ``TERM`` is not ``dumb``.

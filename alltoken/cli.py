@@ -10,10 +10,11 @@ network or output error (one line on stderr, no traceback), 2 a usage error (one
 
 Behaviour worth knowing:
 
-* Text the terminal's encoding cannot show is written as ``?``; ``--json`` lines stay
-  valid JSON (``\\uXXXX`` escapes). A prompt on stdin must be text in stdin's encoding
-  (UTF-8, or what ``PYTHONIOENCODING`` says): anything else is a usage error, never a
-  prompt with pieces silently replaced.
+* Answer text stdout's encoding cannot show is written as ``?`` (stderr keeps Python's
+  ``backslashreplace``); ``--json`` lines stay valid JSON (``\\uXXXX`` escapes). A
+  prompt on stdin must be text in stdin's encoding (UTF-8, or what
+  ``PYTHONIOENCODING`` says), and arguments text in the locale's: anything else is a
+  usage error, never a prompt with pieces silently replaced.
 * ``NO_COLOR`` (non-empty) or ``TERM=dumb`` turns escape codes off: no dim reasoning
   and no spinner.
 * Ctrl-C handling is installed only in the main thread and only when SIGINT is not
