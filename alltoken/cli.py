@@ -1,66 +1,119 @@
 """The command line: ``alltoken chat`` and ``alltoken serve`` (also ``python -m alltoken``).
 
 Layer 4. Uses the public client API; ``--offline`` and ``serve`` use
-:mod:`alltoken.testing`, imported only when asked for.
+:mod:`alltoken.testing`, imported only when asked for. What is printed while a stream
+runs lives in :mod:`alltoken._cli_render`.
 
-Exit codes: 0 success, 1 an API or network error (one line on stderr, no traceback),
-2 a usage error, 130 interrupted by Ctrl-C (the partial answer stays on screen).
+Exit codes: 0 success (also when the reader of stdout went away, ``| head``), 1 an API,
+network or output error (one line on stderr, no traceback), 2 a usage error (one line),
+130 interrupted by Ctrl-C (the partial answer stays on screen).
+
+Behaviour worth knowing:
+
+* Answer text stdout's encoding cannot show is written as ``?`` (stderr keeps Python's
+  ``backslashreplace``); ``--json`` lines stay valid JSON (``\\uXXXX`` escapes). A
+  prompt on stdin must be text in stdin's encoding (UTF-8, or what
+  ``PYTHONIOENCODING`` says), and arguments text in the locale's: anything else is a
+  usage error, never a prompt with pieces silently replaced.
+* ``NO_COLOR`` (non-empty) or ``TERM=dumb`` turns escape codes off: no dim reasoning
+  and no spinner.
+* Ctrl-C handling is installed only in the main thread and only when SIGINT is not
+  ignored: :func:`main` works from a worker thread, and a background job that was
+  started with SIGINT ignored keeps running.
+* With stdout or stderr closed (``>&-``), nothing is sent: an error on the stream that
+  is left, exit 1.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import codecs
+import math
 import os
 import signal as signals
 import sys
 import threading
-import time
 from collections.abc import Sequence
-from typing import IO, Any, Optional
+from typing import IO, Any, NoReturn, Optional, Union
 
+from ._cli_render import JSONRenderer, Output, OutputError, TextRenderer, wants_escapes
 from ._client import AllToken
 from ._errors import AbortedError, AllTokenError
 from ._version import __version__
 
 __all__ = ["main"]
 
-_DIM = "\x1b[2m"
-_RESET = "\x1b[0m"
-_SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 OFFLINE_MODEL = "alltoken-local"
+#: The longest --timeout: socket and lock waits overflow the platform's clock types
+#: beyond it (``--timeout 1e12`` raised OverflowError from deep in the transport).
+_MAX_TIMEOUT = threading.TIMEOUT_MAX
+
+_Renderer = Union[TextRenderer, JSONRenderer]
 
 
-class _Spinner:
-    """A spinner with elapsed time on a terminal's stderr until :meth:`stop`."""
+class _Exit(Exception):
+    """End the command with exit status *code*, after *message* (one line) on stderr."""
 
-    def __init__(self, out: IO[str]) -> None:
-        self._out = out
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="alltoken-spinner", daemon=True)
-        self._started = time.monotonic()
-        self._thread.start()
+    def __init__(self, code: int, message: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
-    def _run(self) -> None:
-        i = 0
-        while not self._stop.wait(0.08):
-            elapsed = time.monotonic() - self._started
-            self._out.write(f"\r{_SPINNER[i % len(_SPINNER)]} waiting {elapsed:4.1f}s")
-            self._out.flush()
-            i += 1
 
-    def stop(self) -> None:
-        if self._stop.is_set():
-            return
-        self._stop.set()
-        self._thread.join()
-        self._out.write("\r\x1b[K")
-        self._out.flush()
+def _usage(message: str) -> _Exit:
+    return _Exit(2, f"alltoken: error: {message}")
+
+
+# -- arguments ----------------------------------------------------------------------------
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``alltoken chat: error: ...``, no usage block),
+    written only where a stderr exists."""
+
+    def error(self, message: str) -> NoReturn:
+        _say(sys.stderr, f"{self.prog}: error: {message} (see {self.prog} --help)")
+        raise SystemExit(2)
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def _timeout(text: str) -> float:
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text!r}")
+    if value > _MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {_MAX_TIMEOUT:.0f} seconds, got {text!r}")
+    return value
+
+
+def _pace(text: str) -> float:
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 65535, got {text!r}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="alltoken", description="Stream answers from the AllToken API.")
+    p = _Parser(prog="alltoken", description="Stream answers from the AllToken API.")
     p.add_argument("--version", action="version", version=f"alltoken {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -72,7 +125,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="model id (default: $ALLTOKEN_MODEL; with --offline, "
                            f"{OFFLINE_MODEL})")
     chat.add_argument("--system", help="a system message to send first")
-    chat.add_argument("--temperature", type=float, help="sampling temperature")
+    chat.add_argument("--temperature", type=_number, help="sampling temperature")
     chat.add_argument("--max-tokens", type=int, help="the most tokens to generate")
     chat.add_argument("--no-reasoning", action="store_true", help="do not show reasoning")
     chat.add_argument("--json", action="store_true",
@@ -81,7 +134,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="answer from the bundled local server (no network, no key)")
     chat.add_argument("--base-url", default=None,
                       help="API base URL (default: $ALLTOKEN_BASE_URL or the AllToken API)")
-    chat.add_argument("--timeout", type=float, default=60.0,
+    chat.add_argument("--timeout", type=_timeout, default=60.0,
                       help="connect and read timeout in seconds (default 60)")
     chat.add_argument("--quiet", "-q", action="store_true",
                       help="no spinner and no summary line")
@@ -89,175 +142,287 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the local AllToken-compatible server",
                            description="Serve the offline model on 127.0.0.1 until Ctrl-C.")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 = any)")
+    serve.add_argument("--port", type=_port, default=8765,
+                       help="port (default 8765; 0 = any)")
     serve.add_argument("--key", default=None, help="require this bearer token")
-    serve.add_argument("--pace", type=float, default=0.02,
+    serve.add_argument("--pace", type=_pace, default=0.02,
                        help="seconds between streamed tokens (default 0.02)")
     return p
 
 
+# -- the standard streams and error reporting ----------------------------------------------
+
+def _say(stream: Optional[IO[str]], line: str) -> None:
+    """Write *line* to *stream* if there is one and it works: the last word of a failing
+    command must not fail in turn."""
+    if stream is None:
+        return
+    try:
+        Output(stream, "").write(line + "\n")
+    except OutputError:
+        pass
+
+
+def _standard_streams() -> Optional[tuple[Output, Output]]:
+    """stdout and stderr, or None after saying on the one left which is missing.
+
+    Python sets ``sys.stdout`` to None when file descriptor 1 was closed at start-up
+    (``>&-``); an answer would go nowhere, so nothing is sent."""
+    out, err = sys.stdout, sys.stderr
+    if out is not None and err is not None:
+        return Output(out, "stdout"), Output(err, "stderr")
+    missing = "stdout" if out is None else "stderr"
+    _say(err if out is None else out, f"alltoken: error: {missing} is closed; "
+                                      "redirect it to a file or /dev/null instead")
+    return None
+
+
+def _discard(output: Output) -> None:
+    """Point *output*'s file descriptor at /dev/null, so that Python's flush at exit does
+    not report the same failure again (``Lib/json/tool.py`` does this for stdout)."""
+    try:
+        fd = output.stream.fileno()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except (OSError, ValueError):
+        return
+    try:
+        os.dup2(devnull, fd)
+    except OSError:
+        pass
+    finally:
+        os.close(devnull)
+
+
+def _one_line(exc: AllTokenError) -> str:
+    text = " ".join(str(exc).splitlines())
+    return f"alltoken: {type(exc).__name__}: {text}"
+
+
+# -- Ctrl-C ----------------------------------------------------------------------------------
+
+class _Interrupt:
+    """Ctrl-C while a request runs: the first sets :attr:`signal`, which aborts the
+    stream (what arrived stays on screen); a second raises ``KeyboardInterrupt``.
+
+    The handler is installed only where it can and should be: in the main thread
+    (``signal.signal`` raises ``ValueError`` elsewhere), and not when SIGINT is ignored
+    (a background job of a non-interactive shell, ``nohup``: Ctrl-C is not meant for
+    it), nor over a handler installed outside Python (it could not be put back).
+    """
+
+    def __init__(self) -> None:
+        self.signal = threading.Event()
+        self.happened = False
+        self._previous: Any = None
+        self._installed = False
+
+    def __enter__(self) -> _Interrupt:
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        current = signals.getsignal(signals.SIGINT)
+        if current is None or current == signals.SIG_IGN:
+            return self
+        self._previous = signals.signal(signals.SIGINT, self._on_sigint)
+        self._installed = True
+        return self
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self.signal.is_set():  # a second Ctrl-C: stop waiting for a clean abort
+            raise KeyboardInterrupt
+        self.happened = True
+        self.signal.set()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._installed:
+            signals.signal(signals.SIGINT, self._previous)
+            self._installed = False
+
+
+# -- the commands ---------------------------------------------------------------------------
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the command line with *argv* (default ``sys.argv[1:]``); return the exit code."""
-    args = _parser().parse_args(argv)
-    if args.command == "serve":
-        from .testing import serve
+    """Run the command line with *argv* (default ``sys.argv[1:]``); return the exit code.
 
-        try:
-            serve(host=args.host, port=args.port, api_key=args.key, pace=args.pace)
-        except KeyboardInterrupt:
+    Args:
+        argv: The arguments, without the program name.
+
+    Returns:
+        0 success, 1 an API, network or output error, 2 a usage error, 130 Ctrl-C.
+    """
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version, a usage error
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    streams = _standard_streams()
+    if streams is None:
+        return 1
+    out, err = streams
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        return _chat(args, out, err)
+    except _Exit as exc:
+        _say(err.stream, exc.message)
+        return exc.code
+    except KeyboardInterrupt:  # before the request (reading stdin), or a second Ctrl-C
+        _say(err.stream, "alltoken: interrupted")
+        return 130
+    except OutputError as exc:
+        _discard(exc.output)
+        if exc.broken_pipe:  # the reader has gone (| head): nothing more to say
             return 0
-        except OSError as exc:
-            print(f"alltoken: cannot serve on {args.host}:{args.port}: {exc.strerror or exc}",
-                  file=sys.stderr)
-            return 1
+        _say((out if exc.output is err else err).stream, f"alltoken: error: {exc}")
+        return 1
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .testing import serve
+
+    try:
+        serve(host=args.host, port=args.port, api_key=args.key, pace=args.pace)
+    except KeyboardInterrupt:
         return 0
-    return _chat(args)
+    except (OSError, OverflowError) as exc:
+        raise _Exit(1, f"alltoken: cannot serve on {args.host}:{args.port}: "
+                       f"{getattr(exc, 'strerror', None) or exc}") from None
+    return 0
 
 
-def _usage_error(message: str) -> int:
-    print(f"alltoken: error: {message}", file=sys.stderr)
-    return 2
+def _read_prompt() -> str:
+    """The prompt from stdin, decoded strictly with stdin's encoding.
+
+    A prompt that is not text in that encoding (a Latin-1 file under UTF-8) is a usage
+    error rather than a prompt with U+FFFD in it: the model would answer a question the
+    user did not ask, and be paid for it. ``iconv`` or ``PYTHONIOENCODING`` fixes it.
+    """
+    stdin = sys.stdin
+    if stdin is None:
+        raise _usage("the prompt is '-' but stdin is closed")
+    encoding = getattr(stdin, "encoding", None) or "utf-8"
+    buffer = getattr(stdin, "buffer", None)
+    try:
+        if buffer is None:  # a text-only stand-in for stdin (an IDE, a test)
+            return str(stdin.read())
+        data: bytes = buffer.read()
+    except UnicodeDecodeError as exc:
+        raise _usage(_not_text(exc)) from None
+    except OSError as exc:
+        raise _Exit(1, f"alltoken: error: cannot read the prompt from stdin: "
+                       f"{exc.strerror or exc}") from None
+    codec = codecs.lookup(encoding).name
+    if codec == "utf-8":
+        codec = "utf-8-sig"  # a byte order mark from an editor is not part of the prompt
+    try:
+        text = data.decode(codec)
+    except UnicodeDecodeError as exc:
+        raise _usage(_not_text(exc)) from None
+    return text.replace("\r\n", "\n") if os.name == "nt" else text  # as stdin.read() does
 
 
-def _chat(args: argparse.Namespace) -> int:
-    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+def _not_text(exc: UnicodeDecodeError) -> str:
+    name = "UTF-8" if exc.encoding.startswith("utf-8") else exc.encoding
+    return (f"stdin is not {name} text (byte 0x{exc.object[exc.start]:02x} at offset "
+            f"{exc.start}); convert it to {name} or set PYTHONIOENCODING to its encoding")
+
+
+def _checked_text(value: str, what: str) -> str:
+    """*value* from the command line or the environment, if it is text.
+
+    Python decodes arguments that are not in the locale's encoding with
+    ``surrogateescape`` (a Latin-1 byte under UTF-8 becomes U+DCxx); such a string
+    cannot be sent as JSON, so it is a usage error as it is on stdin."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = ord(value[exc.start])
+        byte = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"U+{code:04X}"
+        raise _usage(f"{what} is not text in the locale's encoding ({byte} at "
+                     f"character {exc.start})") from None
+    return value
+
+
+def _request(args: argparse.Namespace) -> dict[str, Any]:
+    """The request body (without ``stream``) from the arguments and the prompt."""
+    if args.prompt == "-":
+        prompt = _read_prompt()
+    else:
+        prompt = _checked_text(args.prompt, "the prompt")
     if not prompt.strip():
-        return _usage_error("the prompt is empty")
+        raise _usage("the prompt is empty")
     model = args.model or (OFFLINE_MODEL if args.offline else None)
     if not model:
-        return _usage_error("choose a model with -m MODEL (or set ALLTOKEN_MODEL)")
+        raise _usage("choose a model with -m MODEL (or set ALLTOKEN_MODEL)")
+    model = _checked_text(model, "the model")
     messages: list[dict[str, Any]] = []
     if args.system:
-        messages.append({"role": "system", "content": args.system})
+        messages.append({"role": "system",
+                         "content": _checked_text(args.system, "the system message")})
     messages.append({"role": "user", "content": prompt})
-    params: dict[str, Any] = {}
+    body: dict[str, Any] = {"model": model, "messages": messages}
     if args.temperature is not None:
-        params["temperature"] = args.temperature
+        body["temperature"] = args.temperature
     if args.max_tokens is not None:
-        params["max_tokens"] = args.max_tokens
+        body["max_tokens"] = args.max_tokens
+    return body
 
-    server = None
-    try:
-        if args.offline:
-            from .testing import LocalServer
 
+def _chat(args: argparse.Namespace, out: Output, err: Output) -> int:
+    body = _request(args)
+    if args.offline:
+        from .testing import LocalServer
+
+        try:
             server = LocalServer().start()
-            client = AllToken(api_key="offline", base_url=server.base_url, timeout=args.timeout)
-        else:
-            try:
-                client = AllToken(base_url=args.base_url, timeout=args.timeout)
-            except (TypeError, ValueError) as exc:
-                return _usage_error(str(exc))
-            if client._api_key is None:
-                return _usage_error("no API key: set ALLTOKEN_API_KEY (or use --offline)")
-        with client:
-            return _stream(client, model, messages, params, args)
-    finally:
-        if server is not None:
+        except OSError as exc:
+            raise _Exit(1, f"alltoken: cannot start the offline server: {exc}") from None
+        try:
+            # proxy=False: the server is on loopback; an HTTP_PROXY in the environment
+            # is for the real API and cannot reach it.
+            with AllToken(api_key="offline", base_url=server.base_url,
+                          timeout=args.timeout, proxy=False) as client:
+                return _stream(client, body, args, out, err)
+        finally:
             server.close()
-
-
-def _stream(client: AllToken, model: str, messages: list[dict[str, Any]],
-            params: dict[str, Any], args: argparse.Namespace) -> int:
-    out, err = sys.stdout, sys.stderr
-    tty_err = err.isatty()
-    abort = threading.Event()
-    interrupted = []
-
-    def on_sigint(signum: int, frame: Any) -> None:
-        if abort.is_set():  # a second Ctrl-C: stop waiting for a clean abort
-            raise KeyboardInterrupt
-        interrupted.append(True)
-        abort.set()
-
-    previous = signals.signal(signals.SIGINT, on_sigint)
-    spinner = _Spinner(err) if tty_err and not args.quiet and not args.json else None
-    started = time.monotonic()
-    first: Optional[float] = None
-    in_reasoning = False
-    stream = None
     try:
-        stream = client.chat.completions.create(
-            model=model, messages=messages, stream=True, signal=abort, **params)
-        for chunk in stream:
-            if args.json:
-                out.write(json.dumps(chunk.raw, ensure_ascii=False) + "\n")
-                out.flush()
-                continue
-            for choice in chunk.choices:
-                if choice.index:
-                    continue
-                delta = choice.delta
-                if delta.reasoning_content and not args.no_reasoning:
-                    if spinner is not None:
-                        spinner.stop()
-                    if first is None:
-                        first = time.monotonic()
-                    err.write(f"{_DIM}{delta.reasoning_content}{_RESET}" if tty_err
-                              else delta.reasoning_content)
-                    err.flush()
-                    in_reasoning = True
-                if delta.content:
-                    if spinner is not None:
-                        spinner.stop()
-                    if first is None:
-                        first = time.monotonic()
-                    if in_reasoning:
-                        err.write("\n\n")
-                        err.flush()
-                        in_reasoning = False
-                    out.write(delta.content)
-                    out.flush()
-        if not args.json and stream.text and not stream.text.endswith("\n"):
-            out.write("\n")
-            out.flush()
-        if spinner is not None:
-            spinner.stop()
-        if not args.quiet and not args.json:
-            err.write(_summary(stream, started, first) + "\n")
-        return 0
-    except AbortedError:
-        if spinner is not None:
-            spinner.stop()
-        if interrupted:
-            out.write("\n")
-            out.flush()
-            print("alltoken: interrupted", file=err)
-            return 130
-        raise
-    except AllTokenError as exc:
-        if spinner is not None:
-            spinner.stop()
-        if stream is not None and stream.text:
-            out.write("\n")
-        print(f"alltoken: {type(exc).__name__}: {exc}", file=err)
-        return 1
-    except BrokenPipeError:
-        abort.set()
-        # Python would complain again when flushing stdout at exit (Lib/json/tool.py).
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-        return 0
-    finally:
-        if spinner is not None:
-            spinner.stop()
-        if stream is not None:
-            stream.close()
-        signals.signal(signals.SIGINT, previous)
+        client = AllToken(base_url=args.base_url, timeout=args.timeout)
+    except (TypeError, ValueError) as exc:
+        raise _usage(str(exc)) from None
+    if client._api_key is None:
+        raise _usage("no API key: set ALLTOKEN_API_KEY (or use --offline)")
+    with client:
+        return _stream(client, body, args, out, err)
 
 
-def _summary(stream: Any, started: float, first: Optional[float]) -> str:
-    elapsed = time.monotonic() - started
-    usage = stream.usage
-    tokens = usage.completion_tokens if usage is not None else stream.chunks
-    parts = [f"{tokens} tokens"]
-    if stream.cost is not None:
-        parts.append(f"${stream.cost.cost}")
-    if first is not None:
-        parts.append(f"first token {1000 * (first - started):.0f} ms")
-        gen = time.monotonic() - first
-        if gen > 0 and tokens:
-            parts.append(f"{tokens / gen:.1f} tokens/s")
-    parts.append(f"{elapsed:.2f} s")
-    return " · ".join(parts)
+def _renderer(args: argparse.Namespace, out: Output, err: Output) -> _Renderer:
+    if args.json:
+        return JSONRenderer(out)
+    return TextRenderer(out, err, reasoning=not args.no_reasoning,
+                        escapes=wants_escapes(err, os.environ),
+                        spinner=not args.quiet, summary=not args.quiet)
+
+
+def _stream(client: AllToken, body: dict[str, Any], args: argparse.Namespace,
+            out: Output, err: Output) -> int:
+    """Stream one answer through a renderer; Ctrl-C aborts it (exit 130)."""
+    with _Interrupt() as interrupt:
+        renderer = _renderer(args, out, err)
+        stream = None
+        try:
+            stream = client.chat.completions.create(stream=True, signal=interrupt.signal,
+                                                    **body)
+            for chunk in stream:
+                renderer.chunk(chunk)
+            renderer.finish(stream)
+            return 0
+        except AllTokenError as exc:
+            renderer.stop()
+            if isinstance(exc, AbortedError) and interrupt.happened:
+                raise _Exit(130, "alltoken: interrupted") from None
+            raise _Exit(1, _one_line(exc)) from None
+        except KeyboardInterrupt:
+            renderer.stop()
+            raise
+        finally:
+            renderer.close()
+            if stream is not None:
+                stream.close()
