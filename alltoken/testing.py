@@ -177,7 +177,7 @@ def data(text: str) -> Step:
     return _checked(Step("data", text))
 
 
-def _delta_chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+def _delta_chunk(delta: dict[str, Any], finish_reason: Optional[str] = None) -> dict[str, Any]:
     # "model": None is filled in when the reply is written: the reply's model, else the
     # request's, else the server's.
     return {"id": "chatcmpl-local", "object": "chat.completion.chunk",
@@ -221,8 +221,8 @@ def role(role: str = "assistant") -> Step:
     return Step("chunk", _delta_chunk({"role": role, "content": ""}))
 
 
-def tool_call(index: int, *, id: str | None = None, name: str | None = None,
-              arguments: str | None = None) -> Step:
+def tool_call(index: int, *, id: Optional[str] = None, name: Optional[str] = None,
+              arguments: Optional[str] = None) -> Step:
     """A chunk with one tool-call delta.
 
     ``delta.tool_calls`` is ``[{"index", "id", "type": "function", "function": {"name",
@@ -329,8 +329,8 @@ def comment(text: str = "keep-alive") -> Step:
     return _checked(Step("comment", text))
 
 
-def error_event(code: int | str | None = 429, message: str = "Rate limit exceeded",
-                type: str | None = "rate_limit_error") -> Step:
+def error_event(code: Optional[Union[int, str]] = 429, message: str = "Rate limit exceeded",
+                type: Optional[str] = "rate_limit_error") -> Step:
     """An in-stream error: ``data: {"error": {"message": ..., "type": ..., "code": ...}}``.
 
     Args:
@@ -460,10 +460,10 @@ class StreamReply:
     """
 
     def __init__(self, steps: Sequence[Step], *, status: int = 200,
-                 headers: Mapping[str, str] | None = None,
+                 headers: Optional[Mapping[str, str]] = None,
                  content_type: str = "text/event-stream", eol: str = "\n",
-                 write_size: int | None = None, chunked: bool = True,
-                 request_id: str | None = "req-local-1", model: str | None = None) -> None:
+                 write_size: Optional[int] = None, chunked: bool = True,
+                 request_id: Optional[str] = "req-local-1", model: Optional[str] = None) -> None:
         if eol not in ("\n", "\r\n", "\r"):
             raise ValueError(f"eol must be '\\n', '\\r\\n' or '\\r', got {eol!r}")
         if write_size is not None and write_size < 1:
@@ -496,11 +496,11 @@ class ErrorReply:
     """
 
     def __init__(self, status: int, *, message: str = "error from the local server",
-                 type: str | None = None, json: Any = None,
-                 body: bytes | str | None = None,
-                 headers: Mapping[str, str] | None = None,
-                 content_type: str | None = None,
-                 request_id: str | None = "req-local-err") -> None:
+                 type: Optional[str] = None, json: Any = None,
+                 body: Optional[Union[bytes, str]] = None,
+                 headers: Optional[Mapping[str, str]] = None,
+                 content_type: Optional[str] = None,
+                 request_id: Optional[str] = "req-local-err") -> None:
         self.status = status
         self.headers = dict(headers or {})
         self.request_id = request_id
@@ -532,10 +532,10 @@ class JSONReply:
     """
 
     def __init__(self, obj: Any = None, *, content: str = "Hello",
-                 reasoning: str | None = None, status: int = 200,
-                 headers: Mapping[str, str] | None = None,
-                 request_id: str | None = "req-local-1",
-                 usage: tuple[int, int] = (10, 5), model: str | None = None,
+                 reasoning: Optional[str] = None, status: int = 200,
+                 headers: Optional[Mapping[str, str]] = None,
+                 request_id: Optional[str] = "req-local-1",
+                 usage: tuple[int, int] = (10, 5), model: Optional[str] = None,
                  finish_reason: str = "stop") -> None:
         self.obj = obj
         self.content = content
@@ -642,7 +642,7 @@ class LocalServer:
     """
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0,
-                 api_key: str | None = None, pace: float = 0.02,
+                 api_key: Optional[str] = None, pace: float = 0.02,
                  model: str = "alltoken-local", ssl_context: Any = None) -> None:
         if pace < 0:
             raise ValueError(f"pace must not be negative, got {pace!r}")
@@ -658,8 +658,8 @@ class LocalServer:
         self._changed = threading.Condition(self._lock)  # requests or connections changed
         self._stop = threading.Event()
         self._conns: set[socket.socket] = set()
-        self._httpd: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._httpd: Optional[_HTTPServer] = None
+        self._thread: Optional[threading.Thread] = None
 
     @property
     def base_url(self) -> str:
@@ -807,7 +807,7 @@ class LocalServer:
             self.requests.append(req)
             self._changed.notify_all()
 
-    def _next_reply(self) -> Reply | None:
+    def _next_reply(self) -> Optional[Reply]:
         with self._lock:
             return self._queue.popleft() if self._queue else None
 
@@ -824,8 +824,8 @@ class LocalServer:
             self._conns.discard(sock)
             self._changed.notify_all()
 
-    def _pause(self, seconds: float, gate: threading.Event | None = None,
-               conn: socket.socket | None = None) -> None:
+    def _pause(self, seconds: float, gate: Optional[threading.Event] = None,
+               conn: Optional[socket.socket] = None) -> None:
         """Wait *seconds* (or until *gate* is set), raising ``_Stop`` within ``_POLL``
         seconds of the server closing or the client hanging up on *conn*."""
         deadline = time.monotonic() + seconds
@@ -1050,7 +1050,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._stream(reply, req)
 
     def _start(self, status: int, content_type: str, headers: Mapping[str, str],
-               request_id: str | None, extra: Sequence[tuple[str, str]]) -> None:
+               request_id: Optional[str], extra: Sequence[tuple[str, str]]) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         for name, value in extra:
@@ -1064,7 +1064,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
     def _send(self, status: int, body: bytes, content_type: str,
-              headers: Mapping[str, str], request_id: str | None) -> None:
+              headers: Mapping[str, str], request_id: Optional[str]) -> None:
         self._start(status, content_type, headers, request_id,
                     [("Content-Length", str(len(body)))])
         self.wfile.write(body)
@@ -1074,7 +1074,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, _json_bytes(obj), "application/json", {}, None)
 
     def _send_error(self, status: int, message: str, type: str,
-                    headers: Mapping[str, str] | None = None) -> None:
+                    headers: Optional[Mapping[str, str]] = None) -> None:
         body = _json_bytes({"error": {"message": message, "type": type, "code": status}})
         self._send(status, body, "application/json", headers or {}, "req-local-err")
 
@@ -1149,7 +1149,7 @@ class _Handler(BaseHTTPRequestHandler):
             text = step.payload
         return encode(ServerSentEvent(text), eol=eol)
 
-    def _write_chunked(self, body: bytes, size: int | None) -> None:
+    def _write_chunked(self, body: bytes, size: Optional[int]) -> None:
         # Each piece is its own chunk and its own send(): with TCP_NODELAY the pieces
         # leave as separate segments, so a client sees them arrive one by one.
         step = size or len(body) or 1
@@ -1158,7 +1158,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
             self.wfile.flush()
 
-    def _write_plain(self, body: bytes, size: int | None) -> None:
+    def _write_plain(self, body: bytes, size: Optional[int]) -> None:
         step = size or len(body) or 1
         for i in range(0, len(body), step):
             self.wfile.write(body[i : i + step])
@@ -1267,7 +1267,7 @@ def _completion(body: Any, reply: JSONReply, owner: LocalServer) -> dict[str, An
             "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}}
 
 
-def serve(host: str = "127.0.0.1", port: int = 8765, api_key: str | None = None,
+def serve(host: str = "127.0.0.1", port: int = 8765, api_key: Optional[str] = None,
           pace: float = 0.02) -> None:
     """Run a :class:`LocalServer` until interrupted, printing its base URL once.
 

@@ -836,3 +836,59 @@ def test_the_module_imports_nothing_from_the_package_but_sse() -> None:
         elif isinstance(node, ast.Import):
             package_imports.update(a.name for a in node.names if a.name.startswith("alltoken"))
     assert package_imports == {"sse"}
+
+
+# -- annotations ---------------------------------------------------------------------
+
+
+def public_callables() -> list[tuple[str, Any]]:
+    """Every public function and class of the module, each class's ``__init__`` and its
+    public methods and properties (their getters)."""
+    found: list[tuple[str, Any]] = []
+    for name in t.__all__:
+        obj = getattr(t, name)
+        if not callable(obj) or not hasattr(obj, "__module__") or \
+                obj.__module__ != t.__name__:
+            continue  # Reply is a Union alias
+        found.append((name, obj))
+        if isinstance(obj, type):
+            for attr, member in vars(obj).items():
+                if attr == "__init__" or not attr.startswith("_"):
+                    if isinstance(member, property):
+                        member = member.fget
+                    if callable(member):
+                        found.append((f"{name}.{attr}", member))
+    return found
+
+
+@pytest.mark.parametrize("name,obj", public_callables(), ids=lambda v: v if
+                         isinstance(v, str) else "")
+def test_type_hints_of_every_public_callable_resolve(name: str, obj: Any) -> None:
+    import typing
+
+    typing.get_type_hints(obj)  # on 3.9, "str | None" in an annotation raises TypeError
+
+
+def test_no_annotation_uses_the_union_operator() -> None:
+    """``X | Y`` evaluates on 3.10+ only: Python 3.9 users calling ``get_type_hints``
+    (a dataclass tool, a DI framework, ...) would get a TypeError."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(t))
+    found = []
+    for node in ast.walk(tree):
+        annotations: list[ast.expr | None] = []
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            args = node.args
+            annotations += [a.annotation for a in
+                            args.posonlyargs + args.args + args.kwonlyargs]
+            annotations += [a.annotation for a in (args.vararg, args.kwarg) if a]
+            annotations.append(node.returns)
+        elif isinstance(node, ast.AnnAssign):
+            annotations.append(node.annotation)
+        for ann in annotations:
+            if ann is not None and any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.BitOr)
+                                       for n in ast.walk(ann)):
+                found.append(f"line {ann.lineno}: {ast.unparse(ann)}")
+    assert found == []
