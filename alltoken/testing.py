@@ -31,13 +31,15 @@ Tests script what the next requests get instead, and inspect what was sent::
         assert server.requests[0].json["stream"] is True
 
 Routes: ``POST /v1/chat/completions`` (the next queued reply, else the default model),
-``GET /v1/models``; anything else is a JSON 404 (405 for a known path with the wrong
-method). Routes match by the end of the path (``/v2/chat/completions`` is served too,
-and so is the absolute form a proxy receives), so check a client's exact path in
-:attr:`RecordedRequest.path`. With ``api_key`` set, a request without
-``Authorization: Bearer <api_key>`` gets a 401 before any queued reply is used. A chat
-request whose body is not a JSON object gets a 400. Every request is recorded in
-:attr:`LocalServer.requests`, whatever its answer.
+``GET /v1/models``; anything else, whatever the method, is a JSON 404 (405 with
+``Allow`` for a known path with the wrong method; an answer to ``HEAD`` has no body). A
+request too malformed to parse gets a JSON 400 (414, 431) and closes. Routes match by
+the end of the path (``/v2/chat/completions`` is served too, and so is the absolute form
+a proxy receives), so check a client's exact path in :attr:`RecordedRequest.path`. With
+``api_key`` set, a request without ``Authorization: Bearer <api_key>`` gets a 401 before
+any queued reply is used. A chat request whose body is not a JSON object gets a 400.
+Every request that parses is recorded in :attr:`LocalServer.requests`, whatever its
+method and its answer.
 
 Replies: :class:`StreamReply` (a scripted ``text/event-stream`` answer built from steps),
 :class:`ErrorReply`, :class:`JSONReply`, :class:`DropReply` and :class:`DelayedReply`.
@@ -72,7 +74,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
-from typing import Any, Final, Optional, Union
+from typing import TYPE_CHECKING, Any, Final, Optional, Union
 from urllib.parse import urlsplit
 
 from .sse import Comment, ServerSentEvent, encode
@@ -916,20 +918,27 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- requests --
 
-    def do_GET(self) -> None:
-        self._dispatch()
+    if not TYPE_CHECKING:  # mypy would let any attribute of the handler through
+        def __getattr__(self, name: str) -> Callable[[], None]:
+            # http.server calls do_<METHOD> and answers a method without one with an
+            # HTML 501 it does not record: every method (HEAD, OPTIONS, TRACE, ...) is
+            # routed here instead, to be recorded and get a JSON 404 or 405.
+            if name.startswith("do_"):
+                return self._dispatch
+            raise AttributeError(name)
 
-    def do_POST(self) -> None:
-        self._dispatch()
-
-    def do_PUT(self) -> None:
-        self._dispatch()
-
-    def do_PATCH(self) -> None:
-        self._dispatch()
-
-    def do_DELETE(self) -> None:
-        self._dispatch()
+    def send_error(self, code: int, message: Optional[str] = None,
+                   explain: Optional[str] = None) -> None:
+        # http.server's own refusals (a malformed request line, a header line too long,
+        # too many headers, ...) in the JSON shape of every other answer, not HTML. The
+        # request could not be parsed, so it is not recorded, and the connection closes.
+        self.close_connection = True
+        if not self.request_version.startswith("HTTP/1."):
+            # Not parsed far enough to know the version: http.server would then send the
+            # body alone, as to HTTP/0.9; a status line and headers say more.
+            self.request_version = "HTTP/1.0"
+        phrase = self.responses.get(code, ("error",))[0]
+        self._send_error(code, message or phrase, "invalid_request_error")
 
     def _dispatch(self) -> None:
         owner = self.server.owner
@@ -1067,7 +1076,8 @@ class _Handler(BaseHTTPRequestHandler):
               headers: Mapping[str, str], request_id: Optional[str]) -> None:
         self._start(status, content_type, headers, request_id,
                     [("Content-Length", str(len(body)))])
-        self.wfile.write(body)
+        if self.command != "HEAD":  # a HEAD answer's headers describe a body not sent
+            self.wfile.write(body)
         self.wfile.flush()
 
     def _send_json(self, status: int, obj: Any) -> None:

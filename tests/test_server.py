@@ -507,6 +507,45 @@ class TestRouting:
         assert resp.status == 405 and resp.getheader("allow") == "POST"
         assert json.loads(body)["error"]["code"] == 405
 
+    @pytest.mark.parametrize("method", ["HEAD", "OPTIONS", "TRACE", "PROPFIND"])
+    @pytest.mark.parametrize("path,status,allow", [
+        ("/v1/chat/completions", 405, "POST"), ("/v1/models", 405, "GET"),
+        ("/v1/nope", 404, None)])
+    def test_every_method_gets_the_json_answer_and_is_recorded(
+            self, server: t.LocalServer, method: str, path: str, status: int,
+            allow: str | None) -> None:
+        conn = connect(server)
+        conn.request(method, path)
+        resp = conn.getresponse()
+        body = resp.read()
+        conn.close()
+        assert resp.status == status and resp.getheader("allow") == allow
+        assert resp.getheader("content-type") == "application/json"
+        if method != "HEAD":
+            assert json.loads(body)["error"]["code"] == status
+        server.wait_for_requests(1)
+        assert [(r.method, r.path) for r in server.requests] == [(method, path)]
+
+    def test_a_head_answer_has_no_body_and_keeps_the_connection_usable(
+            self, server: t.LocalServer) -> None:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            s.sendall(b"HEAD /v1/models HTTP/1.1\r\nHost: x\r\n\r\n"
+                      b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            wire = read_all(s)
+        head, _, rest = wire.partition(b"\r\n\r\n")
+        length = int(split_response(head + b"\r\n\r\n")[0]["content-length"])
+        assert head.startswith(b"HTTP/1.1 405 ") and length > 0
+        assert rest.startswith(b"HTTP/1.1 200 ")  # the next answer, not a HEAD body
+        assert json.loads(split_response(rest)[1])["object"] == "list"
+
+    def test_a_malformed_request_line_gets_a_json_400(self, server: t.LocalServer) -> None:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            s.sendall(b"GET /v1/models HTTP/x.y\r\nHost: x\r\n\r\n")
+            headers, body = split_response(read_all(s))
+        assert headers["content-type"] == "application/json"
+        assert headers["connection"] == "close"
+        assert json.loads(body)["error"]["code"] == 400
+
     @pytest.mark.parametrize("body", [b"{not json", b"[1, 2]", b""])
     def test_a_body_that_is_not_a_json_object_is_400_and_uses_no_reply(
             self, server: t.LocalServer, body: bytes) -> None:
