@@ -49,6 +49,8 @@ Steps: :func:`content`, :func:`reasoning`, :func:`role`, :func:`tool_call`,
 :func:`drop`, :func:`end`, :func:`bad_chunk_size`, :func:`truncated_chunk`.
 
 Threads: one accepts connections, one serves each connection (HTTP/1.1 keep-alive).
+All are daemon threads, so a script that never closes the server still exits, even while
+a client keeps a connection open.
 :meth:`LocalServer.close` stops accepting, shuts down every open connection (which ends
 any read, write, ``sleep`` or ``wait`` in progress within about 10 ms) and joins every
 thread, so no thread or socket outlives the server. While a script sleeps or waits, a
@@ -660,6 +662,7 @@ class LocalServer:
         self._changed = threading.Condition(self._lock)  # requests or connections changed
         self._stop = threading.Event()
         self._conns: set[socket.socket] = set()
+        self._threads: list[threading.Thread] = []  # one per connection, joined by close()
         self._httpd: Optional[_HTTPServer] = None
         self._thread: Optional[threading.Thread] = None
 
@@ -734,7 +737,11 @@ class LocalServer:
             conns = list(self._conns)
         for sock in conns:
             _shutdown(sock)
-        httpd.server_close()  # closes the listener and joins the handler threads
+        httpd.server_close()  # closes the listener
+        with self._lock:
+            threads, self._threads = self._threads, []
+        for thread in threads:
+            thread.join()  # each ends soon: its connection is shut down
         if self._thread is not None:
             self._thread.join()
             self._thread = None
@@ -813,6 +820,11 @@ class LocalServer:
         with self._lock:
             return self._queue.popleft() if self._queue else None
 
+    def _add_thread(self, thread: threading.Thread) -> None:
+        with self._lock:  # the finished ones are dropped, so the list stays short
+            self._threads = [t for t in self._threads if t.is_alive()]
+            self._threads.append(thread)
+
     def _add_connection(self, sock: socket.socket) -> None:
         with self._changed:
             self._conns.add(sock)
@@ -864,8 +876,12 @@ def _hung_up(conn: socket.socket) -> bool:
 
 
 class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = False  # server_close() joins non-daemon handler threads only
-    block_on_close = True
+    # Handler threads are daemons: one waits for a keep-alive client's next request
+    # without a timeout, and a script that never calls close() must still exit while a
+    # client (a module-level one's pooled connection) keeps its connection open. close()
+    # joins them itself: socketserver's server_close() joins non-daemon threads only.
+    daemon_threads = True
+    block_on_close = False
     request_queue_size = 64  # tests open several connections at once
     owner: LocalServer
 
@@ -876,6 +892,13 @@ class _HTTPServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         self.server_name = str(host)
         self.server_port = int(port)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        thread = threading.Thread(target=self.process_request_thread,
+                                  args=(request, client_address),
+                                  name="alltoken-local-connection", daemon=True)
+        self.owner._add_thread(thread)
+        thread.start()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # a client that hangs up mid-response is normal here; log nothing

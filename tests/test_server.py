@@ -816,6 +816,31 @@ class TestLifecycle:
         srv.close()  # idempotent
         assert not gate.is_set()
 
+    @pytest.mark.parametrize("leave_open", [
+        # a module-level client whose pooled keep-alive connection stays open
+        "client = alltoken.AllToken(api_key='k', base_url=srv.base_url)\n"
+        "stream = client.chat.completions.create(model='echo', stream=True,\n"
+        "    messages=[{'role': 'user', 'content': 'hi there'}])\n"
+        "print(''.join(c.choices[0].delta.content or '' for c in stream if c.choices))\n",
+        # a loop left with break, its stream still referenced
+        "stream = alltoken.stream('hi there', model='echo', base_url=srv.base_url,\n"
+        "                         api_key='k')\n"
+        "for piece in stream:\n    print(piece)\n    break\n",
+        # a raw keep-alive connection, idle after its answer
+        "import http.client\n"
+        "conn = http.client.HTTPConnection('127.0.0.1', srv.port, timeout=5)\n"
+        "conn.request('GET', '/v1/models')\n"
+        "print(conn.getresponse().read()[:1].decode())\n",
+    ], ids=["pooled-client-connection", "loop-left-with-break", "idle-http-client"])
+    def test_a_script_that_never_closes_the_server_still_exits(self, leave_open: str) -> None:
+        code = ("import alltoken\nfrom alltoken import testing as t\n"
+                "srv = t.LocalServer(pace=0.01).start()\n" + leave_open +
+                "srv.wait_for_connections(1)\nprint('end of script', flush=True)\n")
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=20)  # the bug: a hang until killed here
+        assert proc.returncode == 0 and proc.stderr == ""
+        assert proc.stdout.endswith("end of script\n")
+
     def test_the_server_writes_nothing_to_stderr(self, capfd: pytest.CaptureFixture[str]
                                                   ) -> None:
         with t.LocalServer(pace=0) as srv:
