@@ -117,8 +117,20 @@ __all__ = [
 #: last user message back word by word.
 MODELS: Final = ("echo", "deepseek-reasoner", "deepseek-chat", "claude-sonnet-4")
 
-#: A request body larger than this is refused (413): the server keeps bodies in memory.
+#: The default limit of a request body, refused beyond with a 413: the server keeps
+#: bodies in memory, and a chat request is far smaller.
 _MAX_BODY_BYTES: Final = 64 * 1024 * 1024
+
+#: After refusing a request whose body it will not read (413, a broken framing), the
+#: server reads and discards what the client still sends before closing, as nginx's
+#: lingering close does: closing with unread bytes makes the kernel send an RST, and a
+#: client still uploading gets a broken pipe or a reset, never the answer. Bounded by
+#: bytes (this many times the body limit, and at least _LINGER_MIN_BYTES), by the
+#: longest silence and by the total time.
+_LINGER_LIMITS: Final = 4
+_LINGER_MIN_BYTES: Final = 64 * 1024 * 1024
+_LINGER_SILENCE: Final = 2.0
+_LINGER_SECONDS: Final = 10.0
 
 #: How often a sleeping or waiting script checks for ``close()`` and for a client that
 #: hung up: the bound on how long either goes unnoticed.
@@ -636,20 +648,26 @@ class LocalServer:
             one; listed first by ``GET /v1/models``.
         ssl_context: A server-side ``ssl.SSLContext`` to serve HTTPS (for testing TLS
             settings); ``base_url`` then starts with ``https://``.
+        max_body_bytes: A larger request body is refused with a JSON 413 (the client
+            can read it: the server reads and discards the rest of the upload first).
 
     Attributes:
         requests: Every request received, in order (appended under a lock).
         port: The bound port, once started.
 
     Raises:
-        ValueError: *pace* is negative.
+        ValueError: *pace* is negative, or *max_body_bytes* is less than 1.
     """
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0,
                  api_key: Optional[str] = None, pace: float = 0.02,
-                 model: str = "alltoken-local", ssl_context: Any = None) -> None:
+                 model: str = "alltoken-local", ssl_context: Any = None,
+                 max_body_bytes: int = _MAX_BODY_BYTES) -> None:
         if pace < 0:
             raise ValueError(f"pace must not be negative, got {pace!r}")
+        if max_body_bytes < 1:
+            raise ValueError(f"max_body_bytes must be at least 1, got {max_body_bytes!r}")
+        self.max_body_bytes = max_body_bytes
         self.ssl_context = ssl_context
         self.host = host
         self.port = port
@@ -971,6 +989,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._record(b"")
             self.close_connection = True  # the rest of the byte stream cannot be framed
             self._send_error(exc.status, str(exc), "invalid_request_error")
+            self._linger()
             return
         req = self._record(body)
         path = urlsplit(self.path).path  # also the absolute form a proxy receives
@@ -1013,12 +1032,33 @@ class _Handler(BaseHTTPRequestHandler):
         if not length_text.strip().isdigit():
             raise _BadRequest(f"invalid Content-Length {length_text[:40]!r}")
         length = int(length_text)
-        if length > _MAX_BODY_BYTES:
+        if length > self.server.owner.max_body_bytes:
             raise _BadRequest("the request body is too large", 413)
         body = self.rfile.read(length)
         if len(body) < length:
             raise _Stop  # the client hung up mid-body
         return body
+
+    def _linger(self) -> None:
+        """Half-close, then read and discard what the client still sends (see
+        ``_LINGER_SECONDS``), so that it can read the answer just sent."""
+        owner = self.server.owner
+        sock = self.connection
+        budget = max(_LINGER_LIMITS * owner.max_body_bytes, _LINGER_MIN_BYTES)
+        deadline = time.monotonic() + _LINGER_SECONDS
+        try:
+            sock.shutdown(socket.SHUT_WR)  # the FIN follows the answer: nothing more
+            while budget > 0 and not owner._stop.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                sock.settimeout(min(left, _LINGER_SILENCE))
+                piece = self.rfile.read1(min(budget, 65536))
+                if not piece:
+                    break  # the client closed: it has read the answer, or given up
+                budget -= len(piece)
+        except OSError:  # a timeout, a reset, or close() shut the socket down
+            pass
 
     def _read_chunked_body(self) -> bytes:
         parts: list[bytes] = []
@@ -1035,7 +1075,7 @@ class _Handler(BaseHTTPRequestHandler):
             if size == 0:
                 break
             total += size
-            if total > _MAX_BODY_BYTES:
+            if total > self.server.owner.max_body_bytes:
                 raise _BadRequest("the request body is too large", 413)
             piece = self.rfile.read(size + 2)
             if len(piece) < size + 2:

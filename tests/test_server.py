@@ -564,6 +564,63 @@ class TestRouting:
             headers, body = split_response(read_all(s))
         assert headers["connection"] == "close" and json.loads(body)["error"]["code"] == 400
 
+    # A body well beyond what the socket buffers hold: a server that closes without
+    # reading it resets the connection while the client is still sending.
+    BIG = 24 * 1024 * 1024
+
+    def test_an_oversized_body_gets_a_413_the_client_can_read(self) -> None:
+        with t.LocalServer(pace=0, max_body_bytes=1024 * 1024) as srv:
+            conn = connect(srv)
+            conn.request("POST", "/v1/chat/completions", b"x" * self.BIG)
+            resp = conn.getresponse()
+            body = json.loads(resp.read())
+            conn.close()
+            assert resp.status == 413 and body["error"]["code"] == 413
+            assert resp.getheader("connection") == "close"
+            assert [(r.method, r.body) for r in srv.requests] == [("POST", b"")]
+
+    def test_an_oversized_chunked_body_gets_a_413_the_client_can_read(self) -> None:
+        piece = b"x" * (1024 * 1024)
+        with t.LocalServer(pace=0, max_body_bytes=1024 * 1024) as srv:
+            conn = connect(srv)
+            conn.request("POST", "/v1/chat/completions", iter([piece] * 24),
+                         encode_chunked=True, headers={"Transfer-Encoding": "chunked"})
+            resp = conn.getresponse()
+            resp.read()
+            conn.close()
+            assert resp.status == 413
+
+    def test_the_alltoken_client_sees_the_413_once(self) -> None:
+        import alltoken
+
+        with t.LocalServer(pace=0, max_body_bytes=1024 * 1024) as srv, \
+                alltoken.AllToken(api_key="k", base_url=srv.base_url) as client:
+            with pytest.raises(alltoken.APIStatusError) as info:
+                client.chat.completions.create(model="echo", stream=True, messages=[
+                    {"role": "user", "content": "x" * self.BIG}])
+            assert info.value.status_code == 413 and not info.value.retryable
+            assert len(srv.requests) == 1  # not retried: the refusal was read
+
+    def test_the_413_comes_at_once_and_close_ends_the_draining(self) -> None:
+        srv = t.LocalServer(pace=0, max_body_bytes=10).start()
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                      b"Content-Length: 1000000\r\n\r\n{")  # the rest never comes
+            headers, body = split_response(read_all(s))  # ends at the server's FIN
+            assert headers["connection"] == "close"
+            assert json.loads(body)["error"]["code"] == 413
+            started = time.monotonic()
+            srv.close()  # the handler is still draining the body that never comes
+            assert time.monotonic() - started < 2 and srv.open_connections == 0
+
+    def test_a_body_at_the_limit_is_accepted(self) -> None:
+        body = json.dumps({"model": "echo", "pad": "x" * 100}).encode()
+        with t.LocalServer(pace=0, max_body_bytes=len(body)) as srv:
+            resp, _ = post(srv, json.loads(body))
+            assert resp.status == 200
+        with pytest.raises(ValueError, match="max_body_bytes"):
+            t.LocalServer(max_body_bytes=0)
+
     def test_a_queued_stream_answers_even_a_non_stream_request(
             self, server: t.LocalServer) -> None:
         server.enqueue(t.StreamReply([t.content("x"), t.done()]))
