@@ -48,6 +48,13 @@ Steps: :func:`content`, :func:`reasoning`, :func:`role`, :func:`tool_call`,
 :func:`comment`, :func:`error_event`, :func:`raw`, :func:`sleep`, :func:`wait`,
 :func:`drop`, :func:`end`, :func:`bad_chunk_size`, :func:`truncated_chunk`.
 
+Text: JSON is written as UTF-8 with every character as itself, except a lone surrogate
+(half of a UTF-16 pair, such as ``content("\\ud83d")``), which is sent as its ``\\u``
+escape, as a server that splits text between UTF-16 units does. Text sent verbatim
+(:func:`data`, :func:`comment`, an :class:`ErrorReply` body) and header values that
+cannot be sent raise ``ValueError`` when the step or reply is built, never later in the
+server's thread.
+
 Threads: one accepts connections, one serves each connection (HTTP/1.1 keep-alive).
 All are daemon threads, so a script that never closes the server still exits, even while
 a client keeps a connection open.
@@ -156,12 +163,73 @@ class Step:
     eol: bool = True
 
 
+#: A surrogate code point: Python strings may hold one alone (half of a UTF-16 pair, as
+#: ``json.loads`` makes of ``"\ud83d"``), but UTF-8 cannot encode it.
+_SURROGATE: Final = re.compile(r"[\ud800-\udfff]")
+
+
+def _json_text(obj: Any) -> str:
+    """*obj* as JSON text that always encodes as UTF-8: characters as themselves, except
+    lone surrogates, which get the ``\\uXXXX`` escape JSON allows for them (they can only
+    occur inside strings, where the escape means the same)."""
+    text = json.dumps(obj, ensure_ascii=False)
+    if _SURROGATE.search(text):
+        text = _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return text
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return _json_text(obj).encode()
+
+
+def _check_utf8(what: str, text: str) -> None:
+    """Raise ValueError when *text*, sent as it is, cannot be encoded as UTF-8."""
+    found = _SURROGATE.search(text)
+    if found:
+        raise ValueError(f"{what} contains a lone surrogate {found.group()!r} at index "
+                         f"{found.start()}, which UTF-8 cannot encode (inside JSON, "
+                         "chunk() and content() send it as a \\u escape)")
+
+
+#: An HTTP field name (RFC 9110 token).
+_TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def _check_header_value(what: str, value: str) -> None:
+    if any(c in value for c in "\r\n\x00"):
+        raise ValueError(f"{what} cannot contain CR, LF or NUL, got {value[:60]!r}")
+    try:
+        value.encode("latin-1")  # what http.server writes header lines in
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} must be Latin-1 text to be sent, got {value[:60]!r}"
+                         ) from None
+
+
+def _check_reply(status: int, headers: Mapping[str, str], request_id: Optional[str],
+                 content_type: Optional[str] = None) -> None:
+    # What the handler would only find unsendable in its own thread, where the failure
+    # could only drop the connection, is refused when the reply is built.
+    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+        raise ValueError(f"status must be an int from 100 to 599, got {status!r}")
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+            raise ValueError(f"invalid header name {name!r}")
+        _check_header_value(f"header {name}", str(value))
+    if request_id is not None:
+        _check_header_value("request_id", request_id)
+    if content_type is not None:
+        _check_header_value("content_type", content_type)
+
+
 def _checked(step: Step) -> Step:
     # Encode once now, so that an unencodable value (a CR in data, a line break in a
-    # comment) raises ValueError at the test's call, not later in the server's thread.
+    # comment, a lone surrogate) raises ValueError at the test's call, not later in the
+    # server's thread, where it could only cut the reply off.
     if step.kind == "data":
+        _check_utf8("data", step.payload)
         encode(ServerSentEvent(step.payload))
     elif step.kind == "comment":
+        _check_utf8("comment", step.payload)
         encode(Comment(step.payload))
     return step
 
@@ -175,7 +243,7 @@ def chunk(obj: Any) -> Step:
     Returns:
         The step.
     """
-    return _checked(Step("data", json.dumps(obj, ensure_ascii=False)))
+    return _checked(Step("data", _json_text(obj)))
 
 
 def data(text: str) -> Step:
@@ -188,7 +256,8 @@ def data(text: str) -> Step:
         The step.
 
     Raises:
-        ValueError: *text* contains a CR (it would be read as a line ending).
+        ValueError: *text* contains a CR (it would be read as a line ending) or a lone
+            surrogate (UTF-8 cannot encode it).
     """
     return _checked(Step("data", text))
 
@@ -340,7 +409,7 @@ def comment(text: str = "keep-alive") -> Step:
         The step.
 
     Raises:
-        ValueError: *text* contains a line break.
+        ValueError: *text* contains a line break or a lone surrogate.
     """
     return _checked(Step("comment", text))
 
@@ -472,7 +541,9 @@ class StreamReply:
         model: The ``model`` in the chunks.
 
     Raises:
-        ValueError: *eol* or *write_size* is invalid.
+        ValueError: *eol* or *write_size* is invalid, or *status*, a header,
+            *content_type* or *request_id* cannot be sent (a header value must be
+            Latin-1 text without CR, LF or NUL).
     """
 
     def __init__(self, steps: Sequence[Step], *, status: int = 200,
@@ -484,6 +555,7 @@ class StreamReply:
             raise ValueError(f"eol must be '\\n', '\\r\\n' or '\\r', got {eol!r}")
         if write_size is not None and write_size < 1:
             raise ValueError(f"write_size must be at least 1, got {write_size!r}")
+        _check_reply(status, headers or {}, request_id, content_type)
         self.steps = list(steps)
         self.status = status
         self.headers = dict(headers or {})
@@ -509,6 +581,10 @@ class ErrorReply:
         content_type: The ``Content-Type``; default ``application/json``, or
             ``text/html; charset=utf-8`` with *body*.
         request_id: The ``x-request-id`` header (None: none).
+
+    Raises:
+        ValueError: *body* text holds a lone surrogate (UTF-8 cannot encode it), or
+            *status*, a header, *content_type* or *request_id* cannot be sent.
     """
 
     def __init__(self, status: int, *, message: str = "error from the local server",
@@ -517,10 +593,13 @@ class ErrorReply:
                  headers: Optional[Mapping[str, str]] = None,
                  content_type: Optional[str] = None,
                  request_id: Optional[str] = "req-local-err") -> None:
+        _check_reply(status, headers or {}, request_id, content_type)
         self.status = status
         self.headers = dict(headers or {})
         self.request_id = request_id
         if body is not None:
+            if isinstance(body, str):
+                _check_utf8("body", body)
             self.body = body.encode() if isinstance(body, str) else bytes(body)
             self.content_type = content_type or "text/html; charset=utf-8"
         else:
@@ -545,6 +624,9 @@ class JSONReply:
         model: The built completion's ``model`` (default: the request's, else the
             server's).
         finish_reason: The built choice's ``finish_reason``.
+
+    Raises:
+        ValueError: *status*, a header or *request_id* cannot be sent.
     """
 
     def __init__(self, obj: Any = None, *, content: str = "Hello",
@@ -553,6 +635,7 @@ class JSONReply:
                  request_id: Optional[str] = "req-local-1",
                  usage: tuple[int, int] = (10, 5), model: Optional[str] = None,
                  finish_reason: str = "stop") -> None:
+        _check_reply(status, headers or {}, request_id)
         self.obj = obj
         self.content = content
         self.reasoning = reasoning
@@ -612,10 +695,6 @@ class RecordedRequest:
     headers: dict[str, str]
     body: bytes = b""
     json: Any = None
-
-
-def _json_bytes(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False).encode()
 
 
 class _Stop(Exception):
@@ -1217,7 +1296,7 @@ class _Handler(BaseHTTPRequestHandler):
             obj = dict(step.payload)
             if obj.get("model") is None:
                 obj["model"] = model
-            text = json.dumps(obj, ensure_ascii=False)
+            text = _json_text(obj)
         else:
             text = step.payload
         return encode(ServerSentEvent(text), eol=eol)

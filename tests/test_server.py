@@ -274,6 +274,78 @@ class TestEventSteps:
 # -- framing -------------------------------------------------------------------------
 
 
+class TestText:
+    """What UTF-8 cannot encode (a lone surrogate such as half of an emoji's UTF-16
+    pair) is escaped where JSON allows it and refused when the step is built where it
+    does not, so no reply is ever cut off in the server's thread."""
+
+    @pytest.mark.parametrize("make", [lambda: t.content("\ud83d"),
+                                      lambda: t.reasoning("\ud83d"),
+                                      lambda: t.tool_call(0, arguments="\ud83d"),
+                                      lambda: t.chunk({"x": "\ud83d"})])
+    def test_a_lone_surrogate_in_a_chunk_is_sent_as_its_json_escape(
+            self, server: t.LocalServer, make: Any) -> None:
+        body = stream_body(server, make(), t.done())
+        assert b"\\ud83d" in body and body.endswith(b"data: [DONE]\n\n")
+        assert "\ud83d" in json.dumps(chunk_objects(events(body)), ensure_ascii=False)
+
+    def test_a_split_emoji_arrives_as_two_escaped_halves(self, server: t.LocalServer) -> None:
+        body = stream_body(server, t.content("\ud83d"), t.content("\ude00"), t.content("é"))
+        assert text_of(chunk_objects(events(body)), "content") == "\ud83d\ude00é"
+        assert "é".encode() in body  # only what UTF-8 cannot encode is escaped
+
+    def test_a_lone_surrogate_in_a_json_or_error_reply_is_escaped(
+            self, server: t.LocalServer) -> None:
+        server.enqueue(t.JSONReply(content="a\udc00", reasoning="\ud800", model="m\ud800"),
+                       t.ErrorReply(500, message="\udfff"))
+        resp, body = post(server, {})
+        message = json.loads(body)["choices"][0]["message"]
+        assert (message["content"], message["reasoning_content"]) == ("a\udc00", "\ud800")
+        resp, body = post(server, {})
+        assert resp.status == 500 and json.loads(body)["error"]["message"] == "\udfff"
+
+    @pytest.mark.parametrize("make,what", [
+        (lambda: t.data("ok \ud83d"), "data"),
+        (lambda: t.comment("\ude00"), "comment"),
+        (lambda: t.ErrorReply(502, body="<p>\ud83d</p>"), "body")])
+    def test_verbatim_text_with_a_lone_surrogate_fails_when_built(
+            self, make: Any, what: str) -> None:
+        with pytest.raises(ValueError, match=f"{what} contains a lone surrogate .* at index"):
+            make()
+
+    @pytest.mark.parametrize("headers", [{"X-Euro": "\u20ac"}, {"X-A": "a\r\nX-B: b"},
+                                         {"X A": "a"}, {"": "a"}, {"X-Nul": "\x00"}])
+    @pytest.mark.parametrize("reply", [t.StreamReply, t.ErrorReply, t.JSONReply])
+    def test_headers_that_cannot_be_sent_fail_when_the_reply_is_built(
+            self, headers: dict[str, str], reply: Any) -> None:
+        args = ([],) if reply is t.StreamReply else (500,) if reply is t.ErrorReply else ()
+        with pytest.raises(ValueError, match="header"):
+            reply(*args, headers=headers)
+        with pytest.raises(ValueError, match="request_id"):
+            reply(*args, request_id="\u20ac")
+
+    def test_a_latin_1_header_value_is_sent(self, server: t.LocalServer) -> None:
+        server.enqueue(t.JSONReply(headers={"X-Caf": "caf\xe9"}))
+        resp, _ = post(server, {})
+        assert resp.getheader("x-caf") == "caf\xe9"
+
+    @pytest.mark.parametrize("model", ["echo", "m"])
+    @pytest.mark.parametrize("stream", [True, False])
+    def test_the_models_answer_a_prompt_with_a_lone_surrogate(
+            self, server: t.LocalServer, model: str, stream: bool) -> None:
+        prompt = "half an emoji \ud83d here"
+        resp, body = post(server, {"model": model, "stream": stream,
+                                   "messages": [{"role": "user", "content": prompt}]})
+        assert resp.status == 200
+        if stream:
+            items = events(body)
+            text = text_of(chunk_objects(items), "content")
+            assert isinstance(items[-1], Comment) and "cost" in items[-1].text
+        else:
+            text = json.loads(body)["choices"][0]["message"]["content"]
+        assert text == prompt if model == "echo" else "\ud83d" in text
+
+
 class TestFraming:
     def test_headers_of_a_stream(self, server: t.LocalServer) -> None:
         server.enqueue(t.StreamReply([t.done()], status=201, headers={"X-Extra": "1"},
