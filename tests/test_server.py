@@ -313,8 +313,8 @@ class TestText:
         with pytest.raises(ValueError, match=f"{what} contains a lone surrogate .* at index"):
             make()
 
-    @pytest.mark.parametrize("headers", [{"X-Euro": "\u20ac"}, {"X-A": "a\r\nX-B: b"},
-                                         {"X A": "a"}, {"": "a"}, {"X-Nul": "\x00"}])
+    @pytest.mark.parametrize("headers", [{"X-Euro": "\u20ac"}, {"X-\u20ac": "a"},
+                                         {"X-Half": "\ud83d"}])
     @pytest.mark.parametrize("reply", [t.StreamReply, t.ErrorReply, t.JSONReply])
     def test_headers_that_cannot_be_sent_fail_when_the_reply_is_built(
             self, headers: dict[str, str], reply: Any) -> None:
@@ -323,6 +323,8 @@ class TestText:
             reply(*args, headers=headers)
         with pytest.raises(ValueError, match="request_id"):
             reply(*args, request_id="\u20ac")
+        with pytest.raises(ValueError, match="status"):
+            reply(*[] if reply is t.ErrorReply else args, status="500")
 
     def test_a_latin_1_header_value_is_sent(self, server: t.LocalServer) -> None:
         server.enqueue(t.JSONReply(headers={"X-Caf": "caf\xe9"}))
