@@ -206,7 +206,7 @@ def _check_reply(status: int, headers: Mapping[str, str], request_id: Optional[s
     # can be written is sent as given, however malformed (a CR or NUL in a value, an
     # odd status): faults are what tests script.
     if not isinstance(status, int):
-        raise ValueError(f"status must be an int, got {status!r}")
+        raise TypeError(f"status must be an int, got {type(status).__name__}")
     for name, value in headers.items():
         _check_latin1("a header name", name)
         _check_latin1(f"header {name}", value)
@@ -534,9 +534,9 @@ class StreamReply:
         model: The ``model`` in the chunks.
 
     Raises:
-        ValueError: *eol* or *write_size* is invalid, or *status*, a header,
-            *content_type* or *request_id* cannot be sent (a status must be an int, a
-            header Latin-1 text).
+        ValueError: *eol* or *write_size* is invalid, or a header, *content_type* or
+            *request_id* is not Latin-1 text (it could not be sent).
+        TypeError: *status* is not an int.
     """
 
     def __init__(self, steps: Sequence[Step], *, status: int = 200,
@@ -576,8 +576,9 @@ class ErrorReply:
         request_id: The ``x-request-id`` header (None: none).
 
     Raises:
-        ValueError: *body* text holds a lone surrogate (UTF-8 cannot encode it), or
-            *status*, a header, *content_type* or *request_id* cannot be sent.
+        ValueError: *body* text holds a lone surrogate (UTF-8 cannot encode it), or a
+            header, *content_type* or *request_id* is not Latin-1 text.
+        TypeError: *status* is not an int, or *json* is not JSON-serialisable.
     """
 
     def __init__(self, status: int, *, message: str = "error from the local server",
@@ -619,7 +620,8 @@ class JSONReply:
         finish_reason: The built choice's ``finish_reason``.
 
     Raises:
-        ValueError: *status*, a header or *request_id* cannot be sent.
+        ValueError: a header or *request_id* is not Latin-1 text.
+        TypeError: *status* is not an int, or *obj* is not JSON-serialisable.
     """
 
     def __init__(self, obj: Any = None, *, content: str = "Hello",
@@ -629,6 +631,8 @@ class JSONReply:
                  usage: tuple[int, int] = (10, 5), model: Optional[str] = None,
                  finish_reason: str = "stop") -> None:
         _check_reply(status, headers or {}, request_id)
+        if obj is not None:
+            _json_bytes(obj)  # not serialisable: TypeError here, not in the server thread
         self.obj = obj
         self.content = content
         self.reasoning = reasoning

@@ -323,8 +323,12 @@ class TestText:
             reply(*args, headers=headers)
         with pytest.raises(ValueError, match="request_id"):
             reply(*args, request_id="\u20ac")
-        with pytest.raises(ValueError, match="status"):
+        with pytest.raises(TypeError, match="status"):
             reply(*[] if reply is t.ErrorReply else args, status="500")
+
+    def test_a_json_reply_that_cannot_be_serialised_fails_when_built(self) -> None:
+        with pytest.raises(TypeError):
+            t.JSONReply({"when": object()})
 
     def test_a_latin_1_header_value_is_sent(self, server: t.LocalServer) -> None:
         server.enqueue(t.JSONReply(headers={"X-Caf": "caf\xe9"}))
