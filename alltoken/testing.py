@@ -31,13 +31,15 @@ Tests script what the next requests get instead, and inspect what was sent::
         assert server.requests[0].json["stream"] is True
 
 Routes: ``POST /v1/chat/completions`` (the next queued reply, else the default model),
-``GET /v1/models``; anything else is a JSON 404 (405 for a known path with the wrong
-method). Routes match by the end of the path (``/v2/chat/completions`` is served too,
-and so is the absolute form a proxy receives), so check a client's exact path in
-:attr:`RecordedRequest.path`. With ``api_key`` set, a request without
-``Authorization: Bearer <api_key>`` gets a 401 before any queued reply is used. A chat
-request whose body is not a JSON object gets a 400. Every request is recorded in
-:attr:`LocalServer.requests`, whatever its answer.
+``GET /v1/models``; anything else, whatever the method, is a JSON 404 (405 with
+``Allow`` for a known path with the wrong method; an answer to ``HEAD`` has no body). A
+request too malformed to parse gets a JSON 400 (414, 431) and closes. Routes match by
+the end of the path (``/v2/chat/completions`` is served too, and so is the absolute form
+a proxy receives), so check a client's exact path in :attr:`RecordedRequest.path`. With
+``api_key`` set, a request without ``Authorization: Bearer <api_key>`` gets a 401 before
+any queued reply is used. A chat request whose body is not a JSON object gets a 400.
+Every request that parses is recorded in :attr:`LocalServer.requests`, whatever its
+method and its answer.
 
 Replies: :class:`StreamReply` (a scripted ``text/event-stream`` answer built from steps),
 :class:`ErrorReply`, :class:`JSONReply`, :class:`DropReply` and :class:`DelayedReply`.
@@ -46,7 +48,16 @@ Steps: :func:`content`, :func:`reasoning`, :func:`role`, :func:`tool_call`,
 :func:`comment`, :func:`error_event`, :func:`raw`, :func:`sleep`, :func:`wait`,
 :func:`drop`, :func:`end`, :func:`bad_chunk_size`, :func:`truncated_chunk`.
 
+Text: JSON is written as UTF-8 with every character as itself, except a lone surrogate
+(half of a UTF-16 pair, such as ``content("\\ud83d")``), which is sent as its ``\\u``
+escape, as a server that splits text between UTF-16 units does. Text sent verbatim
+(:func:`data`, :func:`comment`, an :class:`ErrorReply` body) and header values that
+cannot be sent raise ``ValueError`` when the step or reply is built, never later in the
+server's thread.
+
 Threads: one accepts connections, one serves each connection (HTTP/1.1 keep-alive).
+All are daemon threads, so a script that never closes the server still exits, even while
+a client keeps a connection open.
 :meth:`LocalServer.close` stops accepting, shuts down every open connection (which ends
 any read, write, ``sleep`` or ``wait`` in progress within about 10 ms) and joins every
 thread, so no thread or socket outlives the server. While a script sleeps or waits, a
@@ -72,7 +83,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
-from typing import Any, Final, Optional, Union
+from typing import TYPE_CHECKING, Any, Final, Optional, Union
 from urllib.parse import urlsplit
 
 from .sse import Comment, ServerSentEvent, encode
@@ -113,8 +124,20 @@ __all__ = [
 #: last user message back word by word.
 MODELS: Final = ("echo", "deepseek-reasoner", "deepseek-chat", "claude-sonnet-4")
 
-#: A request body larger than this is refused (413): the server keeps bodies in memory.
+#: The default limit of a request body, refused beyond with a 413: the server keeps
+#: bodies in memory, and a chat request is far smaller.
 _MAX_BODY_BYTES: Final = 64 * 1024 * 1024
+
+#: After refusing a request whose body it will not read (413, a broken framing), the
+#: server reads and discards what the client still sends before closing, as nginx's
+#: lingering close does: closing with unread bytes makes the kernel send an RST, and a
+#: client still uploading gets a broken pipe or a reset, never the answer. Bounded by
+#: bytes (this many times the body limit, and at least _LINGER_MIN_BYTES), by the
+#: longest silence and by the total time.
+_LINGER_LIMITS: Final = 4
+_LINGER_MIN_BYTES: Final = 64 * 1024 * 1024
+_LINGER_SILENCE: Final = 2.0
+_LINGER_SECONDS: Final = 10.0
 
 #: How often a sleeping or waiting script checks for ``close()`` and for a client that
 #: hung up: the bound on how long either goes unnoticed.
@@ -140,12 +163,66 @@ class Step:
     eol: bool = True
 
 
+#: A surrogate code point: Python strings may hold one alone (half of a UTF-16 pair, as
+#: ``json.loads`` makes of ``"\ud83d"``), but UTF-8 cannot encode it.
+_SURROGATE: Final = re.compile(r"[\ud800-\udfff]")
+
+
+def _json_text(obj: Any) -> str:
+    """*obj* as JSON text that always encodes as UTF-8: characters as themselves, except
+    lone surrogates, which get the ``\\uXXXX`` escape JSON allows for them (they can only
+    occur inside strings, where the escape means the same)."""
+    text = json.dumps(obj, ensure_ascii=False)
+    if _SURROGATE.search(text):
+        text = _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return text
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return _json_text(obj).encode()
+
+
+def _check_utf8(what: str, text: str) -> None:
+    """Raise ValueError when *text*, sent as it is, cannot be encoded as UTF-8."""
+    found = _SURROGATE.search(text)
+    if found:
+        raise ValueError(f"{what} contains a lone surrogate {found.group()!r} at index "
+                         f"{found.start()}, which UTF-8 cannot encode (inside JSON, "
+                         "chunk() and content() send it as a \\u escape)")
+
+
+def _check_latin1(what: str, value: object) -> None:
+    try:
+        str(value).encode("latin-1")  # what http.server writes the head in
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} must be Latin-1 text to be sent, got {value!r:.60}"
+                         ) from None
+
+
+def _check_reply(status: int, headers: Mapping[str, str], request_id: Optional[str],
+                 content_type: Optional[str] = None) -> None:
+    # What the handler could not write would fail in its own thread, where the failure
+    # can only drop the connection: it is refused when the reply is built instead. What
+    # can be written is sent as given, however malformed (a CR or NUL in a value, an
+    # odd status): faults are what tests script.
+    if not isinstance(status, int):
+        raise TypeError(f"status must be an int, got {type(status).__name__}")
+    for name, value in headers.items():
+        _check_latin1("a header name", name)
+        _check_latin1(f"header {name}", value)
+    _check_latin1("request_id", request_id or "")
+    _check_latin1("content_type", content_type or "")
+
+
 def _checked(step: Step) -> Step:
     # Encode once now, so that an unencodable value (a CR in data, a line break in a
-    # comment) raises ValueError at the test's call, not later in the server's thread.
+    # comment, a lone surrogate) raises ValueError at the test's call, not later in the
+    # server's thread, where it could only cut the reply off.
     if step.kind == "data":
+        _check_utf8("data", step.payload)
         encode(ServerSentEvent(step.payload))
     elif step.kind == "comment":
+        _check_utf8("comment", step.payload)
         encode(Comment(step.payload))
     return step
 
@@ -159,7 +236,7 @@ def chunk(obj: Any) -> Step:
     Returns:
         The step.
     """
-    return _checked(Step("data", json.dumps(obj, ensure_ascii=False)))
+    return _checked(Step("data", _json_text(obj)))
 
 
 def data(text: str) -> Step:
@@ -172,12 +249,13 @@ def data(text: str) -> Step:
         The step.
 
     Raises:
-        ValueError: *text* contains a CR (it would be read as a line ending).
+        ValueError: *text* contains a CR (it would be read as a line ending) or a lone
+            surrogate (UTF-8 cannot encode it).
     """
     return _checked(Step("data", text))
 
 
-def _delta_chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+def _delta_chunk(delta: dict[str, Any], finish_reason: Optional[str] = None) -> dict[str, Any]:
     # "model": None is filled in when the reply is written: the reply's model, else the
     # request's, else the server's.
     return {"id": "chatcmpl-local", "object": "chat.completion.chunk",
@@ -221,8 +299,8 @@ def role(role: str = "assistant") -> Step:
     return Step("chunk", _delta_chunk({"role": role, "content": ""}))
 
 
-def tool_call(index: int, *, id: str | None = None, name: str | None = None,
-              arguments: str | None = None) -> Step:
+def tool_call(index: int, *, id: Optional[str] = None, name: Optional[str] = None,
+              arguments: Optional[str] = None) -> Step:
     """A chunk with one tool-call delta.
 
     ``delta.tool_calls`` is ``[{"index", "id", "type": "function", "function": {"name",
@@ -324,13 +402,13 @@ def comment(text: str = "keep-alive") -> Step:
         The step.
 
     Raises:
-        ValueError: *text* contains a line break.
+        ValueError: *text* contains a line break or a lone surrogate.
     """
     return _checked(Step("comment", text))
 
 
-def error_event(code: int | str | None = 429, message: str = "Rate limit exceeded",
-                type: str | None = "rate_limit_error") -> Step:
+def error_event(code: Optional[Union[int, str]] = 429, message: str = "Rate limit exceeded",
+                type: Optional[str] = "rate_limit_error") -> Step:
     """An in-stream error: ``data: {"error": {"message": ..., "type": ..., "code": ...}}``.
 
     Args:
@@ -456,18 +534,21 @@ class StreamReply:
         model: The ``model`` in the chunks.
 
     Raises:
-        ValueError: *eol* or *write_size* is invalid.
+        ValueError: *eol* or *write_size* is invalid, or a header, *content_type* or
+            *request_id* is not Latin-1 text (it could not be sent).
+        TypeError: *status* is not an int.
     """
 
     def __init__(self, steps: Sequence[Step], *, status: int = 200,
-                 headers: Mapping[str, str] | None = None,
+                 headers: Optional[Mapping[str, str]] = None,
                  content_type: str = "text/event-stream", eol: str = "\n",
-                 write_size: int | None = None, chunked: bool = True,
-                 request_id: str | None = "req-local-1", model: str | None = None) -> None:
+                 write_size: Optional[int] = None, chunked: bool = True,
+                 request_id: Optional[str] = "req-local-1", model: Optional[str] = None) -> None:
         if eol not in ("\n", "\r\n", "\r"):
             raise ValueError(f"eol must be '\\n', '\\r\\n' or '\\r', got {eol!r}")
         if write_size is not None and write_size < 1:
             raise ValueError(f"write_size must be at least 1, got {write_size!r}")
+        _check_reply(status, headers or {}, request_id, content_type)
         self.steps = list(steps)
         self.status = status
         self.headers = dict(headers or {})
@@ -493,18 +574,26 @@ class ErrorReply:
         content_type: The ``Content-Type``; default ``application/json``, or
             ``text/html; charset=utf-8`` with *body*.
         request_id: The ``x-request-id`` header (None: none).
+
+    Raises:
+        ValueError: *body* text holds a lone surrogate (UTF-8 cannot encode it), or a
+            header, *content_type* or *request_id* is not Latin-1 text.
+        TypeError: *status* is not an int, or *json* is not JSON-serialisable.
     """
 
     def __init__(self, status: int, *, message: str = "error from the local server",
-                 type: str | None = None, json: Any = None,
-                 body: bytes | str | None = None,
-                 headers: Mapping[str, str] | None = None,
-                 content_type: str | None = None,
-                 request_id: str | None = "req-local-err") -> None:
+                 type: Optional[str] = None, json: Any = None,
+                 body: Optional[Union[bytes, str]] = None,
+                 headers: Optional[Mapping[str, str]] = None,
+                 content_type: Optional[str] = None,
+                 request_id: Optional[str] = "req-local-err") -> None:
+        _check_reply(status, headers or {}, request_id, content_type)
         self.status = status
         self.headers = dict(headers or {})
         self.request_id = request_id
         if body is not None:
+            if isinstance(body, str):
+                _check_utf8("body", body)
             self.body = body.encode() if isinstance(body, str) else bytes(body)
             self.content_type = content_type or "text/html; charset=utf-8"
         else:
@@ -529,14 +618,21 @@ class JSONReply:
         model: The built completion's ``model`` (default: the request's, else the
             server's).
         finish_reason: The built choice's ``finish_reason``.
+
+    Raises:
+        ValueError: a header or *request_id* is not Latin-1 text.
+        TypeError: *status* is not an int, or *obj* is not JSON-serialisable.
     """
 
     def __init__(self, obj: Any = None, *, content: str = "Hello",
-                 reasoning: str | None = None, status: int = 200,
-                 headers: Mapping[str, str] | None = None,
-                 request_id: str | None = "req-local-1",
-                 usage: tuple[int, int] = (10, 5), model: str | None = None,
+                 reasoning: Optional[str] = None, status: int = 200,
+                 headers: Optional[Mapping[str, str]] = None,
+                 request_id: Optional[str] = "req-local-1",
+                 usage: tuple[int, int] = (10, 5), model: Optional[str] = None,
                  finish_reason: str = "stop") -> None:
+        _check_reply(status, headers or {}, request_id)
+        if obj is not None:
+            _json_bytes(obj)  # not serialisable: TypeError here, not in the server thread
         self.obj = obj
         self.content = content
         self.reasoning = reasoning
@@ -598,10 +694,6 @@ class RecordedRequest:
     json: Any = None
 
 
-def _json_bytes(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False).encode()
-
-
 class _Stop(Exception):
     """The server is closing, the client hung up, or the script dropped the connection."""
 
@@ -632,20 +724,26 @@ class LocalServer:
             one; listed first by ``GET /v1/models``.
         ssl_context: A server-side ``ssl.SSLContext`` to serve HTTPS (for testing TLS
             settings); ``base_url`` then starts with ``https://``.
+        max_body_bytes: A larger request body is refused with a JSON 413 (the client
+            can read it: the server reads and discards the rest of the upload first).
 
     Attributes:
         requests: Every request received, in order (appended under a lock).
         port: The bound port, once started.
 
     Raises:
-        ValueError: *pace* is negative.
+        ValueError: *pace* is negative, or *max_body_bytes* is less than 1.
     """
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0,
-                 api_key: str | None = None, pace: float = 0.02,
-                 model: str = "alltoken-local", ssl_context: Any = None) -> None:
+                 api_key: Optional[str] = None, pace: float = 0.02,
+                 model: str = "alltoken-local", ssl_context: Any = None,
+                 max_body_bytes: int = _MAX_BODY_BYTES) -> None:
         if pace < 0:
             raise ValueError(f"pace must not be negative, got {pace!r}")
+        if max_body_bytes < 1:
+            raise ValueError(f"max_body_bytes must be at least 1, got {max_body_bytes!r}")
+        self.max_body_bytes = max_body_bytes
         self.ssl_context = ssl_context
         self.host = host
         self.port = port
@@ -658,8 +756,9 @@ class LocalServer:
         self._changed = threading.Condition(self._lock)  # requests or connections changed
         self._stop = threading.Event()
         self._conns: set[socket.socket] = set()
-        self._httpd: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []  # one per connection, joined by close()
+        self._httpd: Optional[_HTTPServer] = None
+        self._thread: Optional[threading.Thread] = None
 
     @property
     def base_url(self) -> str:
@@ -732,7 +831,11 @@ class LocalServer:
             conns = list(self._conns)
         for sock in conns:
             _shutdown(sock)
-        httpd.server_close()  # closes the listener and joins the handler threads
+        httpd.server_close()  # closes the listener
+        with self._lock:
+            threads, self._threads = self._threads, []
+        for thread in threads:
+            thread.join()  # each ends soon: its connection is shut down
         if self._thread is not None:
             self._thread.join()
             self._thread = None
@@ -807,9 +910,14 @@ class LocalServer:
             self.requests.append(req)
             self._changed.notify_all()
 
-    def _next_reply(self) -> Reply | None:
+    def _next_reply(self) -> Optional[Reply]:
         with self._lock:
             return self._queue.popleft() if self._queue else None
+
+    def _add_thread(self, thread: threading.Thread) -> None:
+        with self._lock:  # the finished ones are dropped, so the list stays short
+            self._threads = [t for t in self._threads if t.is_alive()]
+            self._threads.append(thread)
 
     def _add_connection(self, sock: socket.socket) -> None:
         with self._changed:
@@ -824,8 +932,8 @@ class LocalServer:
             self._conns.discard(sock)
             self._changed.notify_all()
 
-    def _pause(self, seconds: float, gate: threading.Event | None = None,
-               conn: socket.socket | None = None) -> None:
+    def _pause(self, seconds: float, gate: Optional[threading.Event] = None,
+               conn: Optional[socket.socket] = None) -> None:
         """Wait *seconds* (or until *gate* is set), raising ``_Stop`` within ``_POLL``
         seconds of the server closing or the client hanging up on *conn*."""
         deadline = time.monotonic() + seconds
@@ -862,8 +970,12 @@ def _hung_up(conn: socket.socket) -> bool:
 
 
 class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = False  # server_close() joins non-daemon handler threads only
-    block_on_close = True
+    # Handler threads are daemons: one waits for a keep-alive client's next request
+    # without a timeout, and a script that never calls close() must still exit while a
+    # client (a module-level one's pooled connection) keeps its connection open. close()
+    # joins them itself: socketserver's server_close() joins non-daemon threads only.
+    daemon_threads = True
+    block_on_close = False
     request_queue_size = 64  # tests open several connections at once
     owner: LocalServer
 
@@ -874,6 +986,13 @@ class _HTTPServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         self.server_name = str(host)
         self.server_port = int(port)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        thread = threading.Thread(target=self.process_request_thread,
+                                  args=(request, client_address),
+                                  name="alltoken-local-connection", daemon=True)
+        self.owner._add_thread(thread)
+        thread.start()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # a client that hangs up mid-response is normal here; log nothing
@@ -916,20 +1035,27 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- requests --
 
-    def do_GET(self) -> None:
-        self._dispatch()
+    if not TYPE_CHECKING:  # mypy would let any attribute of the handler through
+        def __getattr__(self, name: str) -> Callable[[], None]:
+            # http.server calls do_<METHOD> and answers a method without one with an
+            # HTML 501 it does not record: every method (HEAD, OPTIONS, TRACE, ...) is
+            # routed here instead, to be recorded and get a JSON 404 or 405.
+            if name.startswith("do_"):
+                return self._dispatch
+            raise AttributeError(name)
 
-    def do_POST(self) -> None:
-        self._dispatch()
-
-    def do_PUT(self) -> None:
-        self._dispatch()
-
-    def do_PATCH(self) -> None:
-        self._dispatch()
-
-    def do_DELETE(self) -> None:
-        self._dispatch()
+    def send_error(self, code: int, message: Optional[str] = None,
+                   explain: Optional[str] = None) -> None:
+        # http.server's own refusals (a malformed request line, a header line too long,
+        # too many headers, ...) in the JSON shape of every other answer, not HTML. The
+        # request could not be parsed, so it is not recorded, and the connection closes.
+        self.close_connection = True
+        if not self.request_version.startswith("HTTP/1."):
+            # Not parsed far enough to know the version: http.server would then send the
+            # body alone, as to HTTP/0.9; a status line and headers say more.
+            self.request_version = "HTTP/1.0"
+        phrase = self.responses.get(code, ("error",))[0]
+        self._send_error(code, message or phrase, "invalid_request_error")
 
     def _dispatch(self) -> None:
         owner = self.server.owner
@@ -939,6 +1065,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._record(b"")
             self.close_connection = True  # the rest of the byte stream cannot be framed
             self._send_error(exc.status, str(exc), "invalid_request_error")
+            self._linger()
             return
         req = self._record(body)
         path = urlsplit(self.path).path  # also the absolute form a proxy receives
@@ -981,12 +1108,33 @@ class _Handler(BaseHTTPRequestHandler):
         if not length_text.strip().isdigit():
             raise _BadRequest(f"invalid Content-Length {length_text[:40]!r}")
         length = int(length_text)
-        if length > _MAX_BODY_BYTES:
+        if length > self.server.owner.max_body_bytes:
             raise _BadRequest("the request body is too large", 413)
         body = self.rfile.read(length)
         if len(body) < length:
             raise _Stop  # the client hung up mid-body
         return body
+
+    def _linger(self) -> None:
+        """Half-close, then read and discard what the client still sends (see
+        ``_LINGER_SECONDS``), so that it can read the answer just sent."""
+        owner = self.server.owner
+        sock = self.connection
+        budget = max(_LINGER_LIMITS * owner.max_body_bytes, _LINGER_MIN_BYTES)
+        deadline = time.monotonic() + _LINGER_SECONDS
+        try:
+            sock.shutdown(socket.SHUT_WR)  # the FIN follows the answer: nothing more
+            while budget > 0 and not owner._stop.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                sock.settimeout(min(left, _LINGER_SILENCE))
+                piece = self.rfile.read1(min(budget, 65536))
+                if not piece:
+                    break  # the client closed: it has read the answer, or given up
+                budget -= len(piece)
+        except OSError:  # a timeout, a reset, or close() shut the socket down
+            pass
 
     def _read_chunked_body(self) -> bytes:
         parts: list[bytes] = []
@@ -1003,7 +1151,7 @@ class _Handler(BaseHTTPRequestHandler):
             if size == 0:
                 break
             total += size
-            if total > _MAX_BODY_BYTES:
+            if total > self.server.owner.max_body_bytes:
                 raise _BadRequest("the request body is too large", 413)
             piece = self.rfile.read(size + 2)
             if len(piece) < size + 2:
@@ -1050,7 +1198,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._stream(reply, req)
 
     def _start(self, status: int, content_type: str, headers: Mapping[str, str],
-               request_id: str | None, extra: Sequence[tuple[str, str]]) -> None:
+               request_id: Optional[str], extra: Sequence[tuple[str, str]]) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         for name, value in extra:
@@ -1064,17 +1212,18 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
     def _send(self, status: int, body: bytes, content_type: str,
-              headers: Mapping[str, str], request_id: str | None) -> None:
+              headers: Mapping[str, str], request_id: Optional[str]) -> None:
         self._start(status, content_type, headers, request_id,
                     [("Content-Length", str(len(body)))])
-        self.wfile.write(body)
+        if self.command != "HEAD":  # a HEAD answer's headers describe a body not sent
+            self.wfile.write(body)
         self.wfile.flush()
 
     def _send_json(self, status: int, obj: Any) -> None:
         self._send(status, _json_bytes(obj), "application/json", {}, None)
 
     def _send_error(self, status: int, message: str, type: str,
-                    headers: Mapping[str, str] | None = None) -> None:
+                    headers: Optional[Mapping[str, str]] = None) -> None:
         body = _json_bytes({"error": {"message": message, "type": type, "code": status}})
         self._send(status, body, "application/json", headers or {}, "req-local-err")
 
@@ -1144,12 +1293,12 @@ class _Handler(BaseHTTPRequestHandler):
             obj = dict(step.payload)
             if obj.get("model") is None:
                 obj["model"] = model
-            text = json.dumps(obj, ensure_ascii=False)
+            text = _json_text(obj)
         else:
             text = step.payload
         return encode(ServerSentEvent(text), eol=eol)
 
-    def _write_chunked(self, body: bytes, size: int | None) -> None:
+    def _write_chunked(self, body: bytes, size: Optional[int]) -> None:
         # Each piece is its own chunk and its own send(): with TCP_NODELAY the pieces
         # leave as separate segments, so a client sees them arrive one by one.
         step = size or len(body) or 1
@@ -1158,7 +1307,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
             self.wfile.flush()
 
-    def _write_plain(self, body: bytes, size: int | None) -> None:
+    def _write_plain(self, body: bytes, size: Optional[int]) -> None:
         step = size or len(body) or 1
         for i in range(0, len(body), step):
             self.wfile.write(body[i : i + step])
@@ -1267,7 +1416,7 @@ def _completion(body: Any, reply: JSONReply, owner: LocalServer) -> dict[str, An
             "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}}
 
 
-def serve(host: str = "127.0.0.1", port: int = 8765, api_key: str | None = None,
+def serve(host: str = "127.0.0.1", port: int = 8765, api_key: Optional[str] = None,
           pace: float = 0.02) -> None:
     """Run a :class:`LocalServer` until interrupted, printing its base URL once.
 

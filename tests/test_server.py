@@ -274,6 +274,84 @@ class TestEventSteps:
 # -- framing -------------------------------------------------------------------------
 
 
+class TestText:
+    """What UTF-8 cannot encode (a lone surrogate such as half of an emoji's UTF-16
+    pair) is escaped where JSON allows it and refused when the step is built where it
+    does not, so no reply is ever cut off in the server's thread."""
+
+    @pytest.mark.parametrize("make", [lambda: t.content("\ud83d"),
+                                      lambda: t.reasoning("\ud83d"),
+                                      lambda: t.tool_call(0, arguments="\ud83d"),
+                                      lambda: t.chunk({"x": "\ud83d"})])
+    def test_a_lone_surrogate_in_a_chunk_is_sent_as_its_json_escape(
+            self, server: t.LocalServer, make: Any) -> None:
+        body = stream_body(server, make(), t.done())
+        assert b"\\ud83d" in body and body.endswith(b"data: [DONE]\n\n")
+        assert "\ud83d" in json.dumps(chunk_objects(events(body)), ensure_ascii=False)
+
+    def test_a_split_emoji_arrives_as_two_escaped_halves(self, server: t.LocalServer) -> None:
+        body = stream_body(server, t.content("\ud83d"), t.content("\ude00"), t.content("é"))
+        assert text_of(chunk_objects(events(body)), "content") == "\ud83d\ude00é"
+        assert "é".encode() in body  # only what UTF-8 cannot encode is escaped
+
+    def test_a_lone_surrogate_in_a_json_or_error_reply_is_escaped(
+            self, server: t.LocalServer) -> None:
+        server.enqueue(t.JSONReply(content="a\udc00", reasoning="\ud800", model="m\ud800"),
+                       t.ErrorReply(500, message="\udfff"))
+        resp, body = post(server, {})
+        message = json.loads(body)["choices"][0]["message"]
+        assert (message["content"], message["reasoning_content"]) == ("a\udc00", "\ud800")
+        resp, body = post(server, {})
+        assert resp.status == 500 and json.loads(body)["error"]["message"] == "\udfff"
+
+    @pytest.mark.parametrize("make,what", [
+        (lambda: t.data("ok \ud83d"), "data"),
+        (lambda: t.comment("\ude00"), "comment"),
+        (lambda: t.ErrorReply(502, body="<p>\ud83d</p>"), "body")])
+    def test_verbatim_text_with_a_lone_surrogate_fails_when_built(
+            self, make: Any, what: str) -> None:
+        with pytest.raises(ValueError, match=f"{what} contains a lone surrogate .* at index"):
+            make()
+
+    @pytest.mark.parametrize("headers", [{"X-Euro": "\u20ac"}, {"X-\u20ac": "a"},
+                                         {"X-Half": "\ud83d"}])
+    @pytest.mark.parametrize("reply", [t.StreamReply, t.ErrorReply, t.JSONReply])
+    def test_headers_that_cannot_be_sent_fail_when_the_reply_is_built(
+            self, headers: dict[str, str], reply: Any) -> None:
+        args = ([],) if reply is t.StreamReply else (500,) if reply is t.ErrorReply else ()
+        with pytest.raises(ValueError, match="header"):
+            reply(*args, headers=headers)
+        with pytest.raises(ValueError, match="request_id"):
+            reply(*args, request_id="\u20ac")
+        with pytest.raises(TypeError, match="status"):
+            reply(*[] if reply is t.ErrorReply else args, status="500")
+
+    def test_a_json_reply_that_cannot_be_serialised_fails_when_built(self) -> None:
+        with pytest.raises(TypeError):
+            t.JSONReply({"when": object()})
+
+    def test_a_latin_1_header_value_is_sent(self, server: t.LocalServer) -> None:
+        server.enqueue(t.JSONReply(headers={"X-Caf": "caf\xe9"}))
+        resp, _ = post(server, {})
+        assert resp.getheader("x-caf") == "caf\xe9"
+
+    @pytest.mark.parametrize("model", ["echo", "m"])
+    @pytest.mark.parametrize("stream", [True, False])
+    def test_the_models_answer_a_prompt_with_a_lone_surrogate(
+            self, server: t.LocalServer, model: str, stream: bool) -> None:
+        prompt = "half an emoji \ud83d here"
+        resp, body = post(server, {"model": model, "stream": stream,
+                                   "messages": [{"role": "user", "content": prompt}]})
+        assert resp.status == 200
+        if stream:
+            items = events(body)
+            text = text_of(chunk_objects(items), "content")
+            assert isinstance(items[-1], Comment) and "cost" in items[-1].text
+        else:
+            text = json.loads(body)["choices"][0]["message"]["content"]
+        assert text == prompt if model == "echo" else "\ud83d" in text
+
+
 class TestFraming:
     def test_headers_of_a_stream(self, server: t.LocalServer) -> None:
         server.enqueue(t.StreamReply([t.done()], status=201, headers={"X-Extra": "1"},
@@ -507,6 +585,45 @@ class TestRouting:
         assert resp.status == 405 and resp.getheader("allow") == "POST"
         assert json.loads(body)["error"]["code"] == 405
 
+    @pytest.mark.parametrize("method", ["HEAD", "OPTIONS", "TRACE", "PROPFIND"])
+    @pytest.mark.parametrize("path,status,allow", [
+        ("/v1/chat/completions", 405, "POST"), ("/v1/models", 405, "GET"),
+        ("/v1/nope", 404, None)])
+    def test_every_method_gets_the_json_answer_and_is_recorded(
+            self, server: t.LocalServer, method: str, path: str, status: int,
+            allow: str | None) -> None:
+        conn = connect(server)
+        conn.request(method, path)
+        resp = conn.getresponse()
+        body = resp.read()
+        conn.close()
+        assert resp.status == status and resp.getheader("allow") == allow
+        assert resp.getheader("content-type") == "application/json"
+        if method != "HEAD":
+            assert json.loads(body)["error"]["code"] == status
+        server.wait_for_requests(1)
+        assert [(r.method, r.path) for r in server.requests] == [(method, path)]
+
+    def test_a_head_answer_has_no_body_and_keeps_the_connection_usable(
+            self, server: t.LocalServer) -> None:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            s.sendall(b"HEAD /v1/models HTTP/1.1\r\nHost: x\r\n\r\n"
+                      b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            wire = read_all(s)
+        head, _, rest = wire.partition(b"\r\n\r\n")
+        length = int(split_response(head + b"\r\n\r\n")[0]["content-length"])
+        assert head.startswith(b"HTTP/1.1 405 ") and length > 0
+        assert rest.startswith(b"HTTP/1.1 200 ")  # the next answer, not a HEAD body
+        assert json.loads(split_response(rest)[1])["object"] == "list"
+
+    def test_a_malformed_request_line_gets_a_json_400(self, server: t.LocalServer) -> None:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            s.sendall(b"GET /v1/models HTTP/x.y\r\nHost: x\r\n\r\n")
+            headers, body = split_response(read_all(s))
+        assert headers["content-type"] == "application/json"
+        assert headers["connection"] == "close"
+        assert json.loads(body)["error"]["code"] == 400
+
     @pytest.mark.parametrize("body", [b"{not json", b"[1, 2]", b""])
     def test_a_body_that_is_not_a_json_object_is_400_and_uses_no_reply(
             self, server: t.LocalServer, body: bytes) -> None:
@@ -524,6 +641,63 @@ class TestRouting:
                       b"Content-Length: ten\r\n\r\n{}")
             headers, body = split_response(read_all(s))
         assert headers["connection"] == "close" and json.loads(body)["error"]["code"] == 400
+
+    # A body well beyond what the socket buffers hold: a server that closes without
+    # reading it resets the connection while the client is still sending.
+    BIG = 24 * 1024 * 1024
+
+    def test_an_oversized_body_gets_a_413_the_client_can_read(self) -> None:
+        with t.LocalServer(pace=0, max_body_bytes=1024 * 1024) as srv:
+            conn = connect(srv)
+            conn.request("POST", "/v1/chat/completions", b"x" * self.BIG)
+            resp = conn.getresponse()
+            body = json.loads(resp.read())
+            conn.close()
+            assert resp.status == 413 and body["error"]["code"] == 413
+            assert resp.getheader("connection") == "close"
+            assert [(r.method, r.body) for r in srv.requests] == [("POST", b"")]
+
+    def test_an_oversized_chunked_body_gets_a_413_the_client_can_read(self) -> None:
+        piece = b"x" * (1024 * 1024)
+        with t.LocalServer(pace=0, max_body_bytes=1024 * 1024) as srv:
+            conn = connect(srv)
+            conn.request("POST", "/v1/chat/completions", iter([piece] * 24),
+                         encode_chunked=True, headers={"Transfer-Encoding": "chunked"})
+            resp = conn.getresponse()
+            resp.read()
+            conn.close()
+            assert resp.status == 413
+
+    def test_the_alltoken_client_sees_the_413_once(self) -> None:
+        import alltoken
+
+        with t.LocalServer(pace=0, max_body_bytes=1024 * 1024) as srv, \
+                alltoken.AllToken(api_key="k", base_url=srv.base_url) as client:
+            with pytest.raises(alltoken.APIStatusError) as info:
+                client.chat.completions.create(model="echo", stream=True, messages=[
+                    {"role": "user", "content": "x" * self.BIG}])
+            assert info.value.status_code == 413 and not info.value.retryable
+            assert len(srv.requests) == 1  # not retried: the refusal was read
+
+    def test_the_413_comes_at_once_and_close_ends_the_draining(self) -> None:
+        srv = t.LocalServer(pace=0, max_body_bytes=10).start()
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                      b"Content-Length: 1000000\r\n\r\n{")  # the rest never comes
+            headers, body = split_response(read_all(s))  # ends at the server's FIN
+            assert headers["connection"] == "close"
+            assert json.loads(body)["error"]["code"] == 413
+            started = time.monotonic()
+            srv.close()  # the handler is still draining the body that never comes
+            assert time.monotonic() - started < 2 and srv.open_connections == 0
+
+    def test_a_body_at_the_limit_is_accepted(self) -> None:
+        body = json.dumps({"model": "echo", "pad": "x" * 100}).encode()
+        with t.LocalServer(pace=0, max_body_bytes=len(body)) as srv:
+            resp, _ = post(srv, json.loads(body))
+            assert resp.status == 200
+        with pytest.raises(ValueError, match="max_body_bytes"):
+            t.LocalServer(max_body_bytes=0)
 
     def test_a_queued_stream_answers_even_a_non_stream_request(
             self, server: t.LocalServer) -> None:
@@ -777,6 +951,31 @@ class TestLifecycle:
         srv.close()  # idempotent
         assert not gate.is_set()
 
+    @pytest.mark.parametrize("leave_open", [
+        # a module-level client whose pooled keep-alive connection stays open
+        "client = alltoken.AllToken(api_key='k', base_url=srv.base_url)\n"
+        "stream = client.chat.completions.create(model='echo', stream=True,\n"
+        "    messages=[{'role': 'user', 'content': 'hi there'}])\n"
+        "print(''.join(c.choices[0].delta.content or '' for c in stream if c.choices))\n",
+        # a loop left with break, its stream still referenced
+        "stream = alltoken.stream('hi there', model='echo', base_url=srv.base_url,\n"
+        "                         api_key='k')\n"
+        "for piece in stream:\n    print(piece)\n    break\n",
+        # a raw keep-alive connection, idle after its answer
+        "import http.client\n"
+        "conn = http.client.HTTPConnection('127.0.0.1', srv.port, timeout=5)\n"
+        "conn.request('GET', '/v1/models')\n"
+        "print(conn.getresponse().read()[:1].decode())\n",
+    ], ids=["pooled-client-connection", "loop-left-with-break", "idle-http-client"])
+    def test_a_script_that_never_closes_the_server_still_exits(self, leave_open: str) -> None:
+        code = ("import alltoken\nfrom alltoken import testing as t\n"
+                "srv = t.LocalServer(pace=0.01).start()\n" + leave_open +
+                "srv.wait_for_connections(1)\nprint('end of script', flush=True)\n")
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=20)  # the bug: a hang until killed here
+        assert proc.returncode == 0 and proc.stderr == ""
+        assert proc.stdout.endswith("end of script\n")
+
     def test_the_server_writes_nothing_to_stderr(self, capfd: pytest.CaptureFixture[str]
                                                   ) -> None:
         with t.LocalServer(pace=0) as srv:
@@ -836,3 +1035,59 @@ def test_the_module_imports_nothing_from_the_package_but_sse() -> None:
         elif isinstance(node, ast.Import):
             package_imports.update(a.name for a in node.names if a.name.startswith("alltoken"))
     assert package_imports == {"sse"}
+
+
+# -- annotations ---------------------------------------------------------------------
+
+
+def public_callables() -> list[tuple[str, Any]]:
+    """Every public function and class of the module, each class's ``__init__`` and its
+    public methods and properties (their getters)."""
+    found: list[tuple[str, Any]] = []
+    for name in t.__all__:
+        obj = getattr(t, name)
+        if not callable(obj) or not hasattr(obj, "__module__") or \
+                obj.__module__ != t.__name__:
+            continue  # Reply is a Union alias
+        found.append((name, obj))
+        if isinstance(obj, type):
+            for attr, member in vars(obj).items():
+                if attr == "__init__" or not attr.startswith("_"):
+                    if isinstance(member, property):
+                        member = member.fget
+                    if callable(member):
+                        found.append((f"{name}.{attr}", member))
+    return found
+
+
+@pytest.mark.parametrize("name,obj", public_callables(), ids=lambda v: v if
+                         isinstance(v, str) else "")
+def test_type_hints_of_every_public_callable_resolve(name: str, obj: Any) -> None:
+    import typing
+
+    typing.get_type_hints(obj)  # on 3.9, "str | None" in an annotation raises TypeError
+
+
+def test_no_annotation_uses_the_union_operator() -> None:
+    """``X | Y`` evaluates on 3.10+ only: Python 3.9 users calling ``get_type_hints``
+    (a dataclass tool, a DI framework, ...) would get a TypeError."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(t))
+    found = []
+    for node in ast.walk(tree):
+        annotations: list[ast.expr | None] = []
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            args = node.args
+            annotations += [a.annotation for a in
+                            args.posonlyargs + args.args + args.kwonlyargs]
+            annotations += [a.annotation for a in (args.vararg, args.kwarg) if a]
+            annotations.append(node.returns)
+        elif isinstance(node, ast.AnnAssign):
+            annotations.append(node.annotation)
+        for ann in annotations:
+            if ann is not None and any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.BitOr)
+                                       for n in ast.walk(ann)):
+                found.append(f"line {ann.lineno}: {ast.unparse(ann)}")
+    assert found == []
