@@ -81,7 +81,8 @@ def _callables() -> Iterator[tuple[str, Any]]:
                     if not _in_package(klass):
                         continue
                     for attr, member in vars(klass).items():
-                        if attr.startswith("_") and not (attr.startswith("__") and attr.endswith("__")):
+                        dunder = attr.startswith("__") and attr.endswith("__")
+                        if attr.startswith("_") and not dunder:
                             continue
                         function = _function(member)
                         if function is not None and new(function):

@@ -95,7 +95,9 @@ def _writable(root: Path) -> None:
 
 
 @pytest.fixture(scope="module", params=TARGETS)
-def built(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Layer]:
+def built(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Layer]:
     python = request.param
     out = tmp_path_factory.mktemp("zip") / "alltoken-layer.zip"
     names = layer.build(str(out), python)
@@ -208,7 +210,9 @@ def test_optimization_levels_add_opt_pycs_that_python_oo_loads(tmp_path: Path) -
 
 
 @pytest.mark.parametrize("optimize", [(), (3,), (0, -1)])
-def test_build_rejects_unknown_optimization_levels(optimize: tuple[int, ...], tmp_path: Path) -> None:
+def test_build_rejects_unknown_optimization_levels(
+    optimize: tuple[int, ...], tmp_path: Path
+) -> None:
     with pytest.raises(ValueError, match="optimize"):
         layer.build(str(tmp_path / "x.zip"), optimize=optimize)
     assert list(tmp_path.iterdir()) == []
