@@ -138,6 +138,10 @@ def _write_zip(out: str, root: str, names: Sequence[str]) -> None:
                 info.external_attr = (stat.S_IFREG | 0o644) << 16
                 with open(os.path.join(root, *name.split("/")), "rb") as f:
                     zf.writestr(info, f.read(), compresslevel=9)
+        # mkstemp made it 0600; give it the mode a plain open() would have.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, out)
     except BaseException:
         os.unlink(tmp)

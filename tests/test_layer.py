@@ -245,3 +245,6 @@ def test_main_says_what_it_wrote(tmp_path: Path, capsys: pytest.CaptureFixture[s
     modules = len(list(Path(layer.__file__).parent.glob("*.py")))
     assert capsys.readouterr().out == f"wrote {out}: {modules} modules, {modules} {tag} pycs\n"
     assert [p.name for p in tmp_path.iterdir()] == ["layer.zip"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask
