@@ -7,7 +7,9 @@ library only, like the rest of the package.
 
 Why bytecode: Lambda unpacks a layer into a read-only ``/opt``, so a layer without
 ``__pycache__`` makes every cold start compile the package from source and throw the
-result away (``import alltoken`` took 64 ms instead of 48 ms on Python 3.9).
+result away. A cold ``python -I -S -c "import alltoken"`` from an unpacked, read-only
+layer (medians of 30): 56 ms without bytecode and 42 ms with it on Python 3.9, 68 ms
+and 49 ms on 3.13, of which starting the interpreter is 6 and 8 ms.
 
 What the zip holds, under ``python/`` (the directory Lambda puts on ``sys.path``):
 
@@ -30,7 +32,7 @@ real location when it loads them, so tracebacks name the right file anywhere.
 Optimization levels: by default only level 0, what Lambda's runtimes run (they start
 Python without ``-O``). ``-O``/``-OO`` pycs (``optimize=(0, 1, 2)``, ``-O 1 -O 2`` on
 the command line) matter only to a function that sets ``PYTHONOPTIMIZE``; they add the
-bytecode's size again per level, and the library's behaviour does not depend on asserts.
+bytecode's size again per level, and the library's two asserts are internal invariants.
 
 The zip is deterministic: entries sorted, every timestamp 1980-01-01, fixed modes, and
 the target compiles with ``PYTHONHASHSEED=0`` (set literals are marshalled in hash
