@@ -60,9 +60,6 @@ from alltoken import testing as t
 with t.LocalServer(pace=0) as server:
     server.enqueue(t.StreamReply([t.content("Hello"), t.content(" from the layer"),
                                   t.finish(), t.usage(), t.done(), t.cost()]))
-    # Bound by ``with``: an unbound ``for tok in alltoken.stream(...)`` yields nothing
-    # at 818a844 (TextStream.__iter__ returns its generator, so the TextStream is
-    # collected and its __del__ closes the generator before the first piece).
     with alltoken.stream("hi", model="m", api_key="k", base_url=server.base_url) as answer:
         for tok in answer:
             print(tok, end="")
