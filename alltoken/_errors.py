@@ -12,7 +12,7 @@ is ever built from the API key: the key is not passed to any error.
 
 from __future__ import annotations
 
-from typing import Any, Final, Optional
+from typing import Any, Final, Optional, Union
 
 __all__ = [
     "RETRYABLE_STATUSES",
@@ -40,7 +40,7 @@ RETRYABLE_STATUSES: Final = frozenset({408, 409, 429})
 EXCERPT_CHARS: Final = 200
 
 
-def excerpt(value: str | bytes, limit: int = EXCERPT_CHARS) -> str:
+def excerpt(value: Union[str, bytes], limit: int = EXCERPT_CHARS) -> str:
     """Return ``repr`` of the start of *value*, marked when cut, for error messages."""
     if isinstance(value, (bytes, bytearray)):
         value = bytes(value[: limit * 4]).decode("utf-8", "replace")
