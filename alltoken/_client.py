@@ -87,9 +87,13 @@ from .sse import Comment, Item, ServerSentEvent, SSEDecoder
 
 if TYPE_CHECKING:
     import http.client
-    import ssl
+    from ssl import SSLContext
 
     from ._transport import _Connection
+else:
+    # ssl is imported only when an https request is made (a tenth of a cold start); at
+    # run time the annotation resolves to Any, so typing.get_type_hints works.
+    SSLContext = Any
 
 __all__ = ["DEFAULT_BASE_URL", "AllToken", "Stream", "TextStream", "stream"]
 
@@ -174,7 +178,7 @@ class AllToken:
         proxy: Union[str, Proxy, bool, None] = None,
         verify: bool = True,
         ca_file: Optional[str] = None,
-        ssl_context: Optional[ssl.SSLContext] = None,
+        ssl_context: Optional[SSLContext] = None,
     ) -> None:
         if api_key is None:
             api_key = os.environ.get("ALLTOKEN_API_KEY") or None
@@ -193,6 +197,14 @@ class AllToken:
         self._verify = verify
         self._ca_file = ca_file
         self._ssl_context = ssl_context
+        if scheme == "https" and ssl_context is None:
+            try:
+                import ssl  # noqa: F401 - needed for the first request anyway
+            except ImportError:
+                raise APIConnectionError(
+                    f"{self.base_url} needs TLS, but this Python was built without the "
+                    "ssl module (OpenSSL); use a Python with ssl, or an http:// base_url "
+                    "such as a local TLS-terminating proxy", retryable=False) from None
         self._endpoint = Endpoint(scheme, host, port, prefix, proxy_for(scheme, host, port, proxy))
         self._pool = Pool()
         self._rng: Optional[Callable[[], float]] = None
@@ -243,7 +255,7 @@ class AllToken:
             self._endpoint = ep
         return ep
 
-    def _tls_context(self) -> ssl.SSLContext:
+    def _tls_context(self) -> SSLContext:
         if self._ssl_context is not None:
             return self._ssl_context
         import ssl
