@@ -9,7 +9,7 @@ This module only re-exports; the code lives in the submodules.
 
 from __future__ import annotations
 
-from ._client import DEFAULT_BASE_URL, AllToken, Stream, TextStream, stream
+from ._client import DEFAULT_BASE_URL, AllToken, stream
 from ._errors import (
     AbortedError,
     AllTokenError,
@@ -24,6 +24,7 @@ from ._errors import (
     ProtocolError,
     RateLimitError,
 )
+from ._stream import Stream, TextStream
 from ._transport import Timeout
 from ._types import (
     ChatCompletion,

@@ -5,9 +5,12 @@ The current time (``now``) and the random source (``rng``) are passed in, so the
 policy is tested exactly, without waiting. Imports ``_errors`` only; ``email.utils``
 is imported on the first HTTP-date ``Retry-After`` (it is not needed to start).
 
-The client asks, in order: is the failure retryable (:func:`is_retryable_status`, or a
-connection failure), did the server name a wait (:func:`parse_retry_after`), and how
-long to wait before this retry (:func:`retry_delay`), where None means "raise now".
+One object, :class:`RetryPolicy` (after urllib3's ``Retry``), holds the whole decision:
+the request layer asks it, after each failure, how long to wait before the next attempt
+(:meth:`RetryPolicy.delay`), where None means "raise now". Underneath: which statuses
+are retried (:func:`is_retryable_status`), what wait the server named
+(:func:`parse_retry_after`), and the backoff (:func:`backoff_delay`,
+:func:`retry_delay`).
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ from collections.abc import Mapping
 from datetime import timezone
 from typing import Callable, Final, Optional
 
-from ._errors import RETRYABLE_STATUSES
+from ._errors import RETRYABLE_STATUSES, AllTokenError
 
 __all__ = [
     "MAX_RETRY_AFTER",
+    "RetryPolicy",
     "backoff_delay",
     "is_retryable_status",
     "parse_retry_after",
@@ -162,3 +166,55 @@ def retry_delay(
     if retry_after > MAX_RETRY_AFTER:
         return None
     return retry_after
+
+
+class RetryPolicy:
+    """What is retried, and how long to wait before each retry.
+
+    Args:
+        max_retries: How many retries one request may make.
+        rng: The jitter source (a float in [0, 1)); by default a ``random.Random``,
+            made on first use (``random`` is not needed to start).
+    """
+
+    __slots__ = ("_rng", "max_retries")
+
+    def __init__(self, max_retries: int, rng: Optional[Callable[[], float]] = None) -> None:
+        self.max_retries = max_retries
+        self._rng = rng
+
+    def __repr__(self) -> str:
+        return f"RetryPolicy(max_retries={self.max_retries})"
+
+    def rng(self) -> float:
+        if self._rng is None:
+            import random
+
+            self._rng = random.Random().random
+        return self._rng()
+
+    def delay(self, err: AllTokenError, retries_done: int, retry_after: Optional[float],
+              remaining_total: Optional[float]) -> Optional[float]:
+        """The wait before the next attempt after *err*, or None to raise *err*.
+
+        Args:
+            err: The failure. An HTTP status error is retried when
+                :func:`is_retryable_status` says so; any other error when it is
+                ``retryable`` (connection failures and timeouts, but not a total timeout).
+            retries_done: Retries this request has made so far.
+            retry_after: The wait the server asked for (:func:`parse_retry_after`).
+            remaining_total: Seconds left before the request's total deadline, or None.
+
+        Returns:
+            Seconds to wait, or None when the error is not retryable, the retries are
+            spent, the server asked for more than :data:`MAX_RETRY_AFTER`, or the wait
+            would outlast the total deadline.
+        """
+        status = getattr(err, "status_code", None)  # an APIStatusError's
+        retryable = is_retryable_status(status) if isinstance(status, int) else err.retryable
+        if not retryable or retries_done >= self.max_retries:
+            return None
+        delay = retry_delay(retries_done + 1, retry_after, rng=self.rng)
+        if delay is None or (remaining_total is not None and delay >= remaining_total):
+            return None
+        return delay

@@ -43,10 +43,11 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Final, NamedTuple, Optional, Protocol, Union
+from typing import Any, Callable, Final, NamedTuple, Optional, Protocol, Union
 from urllib.parse import urlsplit
 from weakref import ref as _weakref
 
+from . import _log
 from ._errors import AbortedError, AllTokenError, APIConnectionError, APITimeoutError, ProtocolError
 
 __all__ = [
@@ -58,8 +59,11 @@ __all__ = [
     "Signal",
     "Timeout",
     "check_header",
+    "exchange",
+    "inflater",
     "map_exception",
     "proxy_for",
+    "release",
     "translate",
 ]
 
@@ -851,6 +855,86 @@ def _peer_closed(conn: _Connection) -> bool:
         return True
     except (OSError, ValueError):
         return True
+
+
+def exchange(pool: Pool, ep: Endpoint, dl: Deadlines, target: str, payload: bytes,
+             headers: dict[str, str]) -> tuple[_Connection, http.client.HTTPResponse]:
+    """Send one POST and wait for its status and headers, on a pooled connection or a
+    new one. A pooled connection the server had closed is replaced once, silently."""
+    for _ in range(2):
+        dl.start_attempt()
+        conn, reused = pool.get(ep, dl)
+        try:
+            if conn.sock is None:
+                with translate("connect", dl):
+                    conn.connect()
+            with translate("send", dl):
+                conn.request("POST", target, payload, headers)
+            with translate("response", dl):
+                resp = conn.getresponse()
+        except AbortedError:
+            conn.close()
+            raise
+        except APIConnectionError as exc:
+            conn.close()
+            if reused and not isinstance(exc, APITimeoutError):
+                _log.debug("idle connection was closed by the server; reconnecting")
+                continue
+            raise
+        except BaseException:
+            conn.close()
+            raise
+        return conn, resp
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def release(pool: Pool, conn: _Connection, resp: http.client.HTTPResponse) -> None:
+    """Pool *conn* if its response was read to the end and it may be kept; else close it."""
+    if not resp.isclosed() and resp.length == 0:
+        # A Content-Length body read to its end: read1 never marks the response closed.
+        resp.close()
+    if resp.isclosed() and not resp.will_close and conn.sock is not None:
+        pool.put(conn)
+    else:
+        conn.close()
+
+
+#: The most bytes one inflate step produces: a small compressed body can expand a
+#: thousandfold, and the decoder's limits only bound what it is fed at a time.
+INFLATE_STEP: Final = 64 * 1024
+
+
+def inflater(encoding: Optional[str], request_id: Optional[str]
+              ) -> Optional[Callable[[bytes], Iterator[bytes]]]:
+    """An incremental decoder for a compressed stream, or None for identity. It turns
+    each piece of the body into pieces of at most :data:`INFLATE_STEP` bytes."""
+    enc = (encoding or "identity").strip().lower()
+    if enc == "identity":
+        return None
+    if enc not in ("gzip", "x-gzip", "deflate"):
+        raise ProtocolError(f"unsupported Content-Encoding {enc!r}", request_id=request_id)
+    import zlib
+
+    # wbits 47 = 32 + 15: detect a gzip or zlib header automatically.
+    obj = zlib.decompressobj(47)
+
+    def inflate(data: bytes) -> Iterator[bytes]:
+        try:
+            while True:
+                out = obj.decompress(data, INFLATE_STEP)
+                rest = obj.unconsumed_tail
+                if out:
+                    yield out
+                # Done when the input is used up and the output was not cut short; a step
+                # that neither consumed input nor produced output would never end.
+                if (not rest and len(out) < INFLATE_STEP) or (not out and len(rest) == len(data)):
+                    return
+                data = rest
+        except zlib.error as exc:
+            raise ProtocolError(f"corrupt {enc} stream: {exc}", request_id=request_id) from None
+
+    return inflate
+
 
 
 _PHASE_HINT: Final = {

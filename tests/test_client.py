@@ -823,7 +823,8 @@ class TestFoundByTheFaultTable:
     def test_a_gzip_bomb_is_inflated_a_step_at_a_time(self) -> None:
         import zlib
 
-        from alltoken._client import INFLATE_STEP, _inflater
+        from alltoken._transport import INFLATE_STEP
+        from alltoken._transport import inflater as _inflater
 
         plain = b"data: x\n\n" * 1_000_000  # 9 MB, about 9 KB compressed
         packed = zlib.compress(plain, 9)

@@ -41,7 +41,7 @@ from typing import Any, Callable, Optional, Union
 import pytest
 
 import alltoken
-import alltoken._client as client_module
+import alltoken._stream as client_module
 from alltoken import testing as t
 from alltoken.sse import DEFAULT_MAX_LINE_BYTES, SSEDecoder
 

@@ -96,8 +96,8 @@ def test_the_walk_finds_the_public_surface() -> None:
     for name in (
         "alltoken._client.AllToken.__init__",
         "alltoken._client.stream",
-        "alltoken._client.Stream.text",
-        "alltoken._client.TextStream.__iter__",
+        "alltoken._stream.Stream.text",
+        "alltoken._stream.TextStream.__iter__",
         "alltoken.sse.SSEDecoder.feed",
         "alltoken.sse.ServerSentEvent",
         "alltoken.testing.LocalServer.base_url",

@@ -1,0 +1,288 @@
+"""One call's attempts: build, send, redirect, refresh, retry, and error bodies.
+
+Layer 3. Uses ``_transport`` (connections, clocks, the pool), ``_retry`` (the policy),
+``_types`` (error bodies, the non-streamed answer) and ``_errors``; the stream layer and
+the client facade use it.
+
+:meth:`Request.open` runs the attempts: send through the pool
+(:func:`alltoken._transport.exchange`), wait for the status and headers, follow a
+same-origin 307/308, and turn a non-2xx answer into an ``APIStatusError``; every failure
+goes through :meth:`Request.recover`, the one place that decides between refreshing the
+key, backing off for another attempt, and raising.
+"""
+
+from __future__ import annotations
+
+# At run time too (both are loaded already), so typing.get_type_hints resolves.
+import http.client
+import json
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any, Callable, Final, Optional
+from urllib.parse import urljoin, urlsplit
+
+from . import _log, _retry
+from ._errors import (
+    AbortedError,
+    AllTokenError,
+    APIConnectionError,
+    APIStatusError,
+    ProtocolError,
+    excerpt,
+    status_error,
+)
+from ._retry import RetryPolicy
+from ._transport import (
+    Deadlines,
+    Endpoint,
+    Pool,
+    Timeout,
+    _Connection,
+    check_header,
+    exchange,
+    release,
+    translate,
+)
+from ._types import ChatCompletion, ErrorInfo, parse_error_body
+from ._version import __version__
+
+__all__ = ["MAX_ERROR_BODY", "MAX_JSON_BODY", "MAX_REDIRECTS", "USER_AGENT", "Request"]
+
+#: How much of an error response's body is read (a proxy's HTML page can be large).
+MAX_ERROR_BODY: Final = 64 * 1024
+#: Same-origin 307/308 redirects followed for one request.
+MAX_REDIRECTS: Final = 5
+#: The largest non-streamed JSON answer accepted.
+MAX_JSON_BODY: Final = 64 * 1024 * 1024
+
+USER_AGENT: Final = "alltoken/{} Python/{}.{}.{}".format(__version__, *sys.version_info[:3])
+
+#: In-stream errors without a numeric ``code`` map by ``type`` (OpenAI's names).
+_STATUS_BY_TYPE: Final = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "rate_limit_error": 429,
+}
+
+class Request:
+    """One logical request: its body, clocks and retry budget, across its attempts.
+
+    Built by the client facade from explicit parts (the pool, the endpoint, a key source,
+    the retry policy), so this layer never reaches back into ``AllToken``.
+    """
+
+    def __init__(self, body: dict[str, Any], *, pool: Pool, endpoint: Endpoint,
+                 key: Callable[[], str], refreshable: bool, headers: Mapping[str, str],
+                 policy: RetryPolicy, stream: bool, timeout: Timeout,
+                 signal: Any) -> None:
+        self.pool = pool
+        self.policy = policy
+        self.deadlines = Deadlines(timeout, signal)
+        self.started = time.monotonic()
+        self.stream = stream
+        self.retries = 0
+        self.redirects = 0
+        self.refreshed = False
+        self._key_source = key
+        self._refreshable = refreshable
+        self.request_id: Optional[str] = None
+        try:
+            self.payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"the request body is not JSON-serialisable: {exc}") from None
+        merged = {
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream" if stream else "application/json",
+            "Accept-Encoding": "identity",
+            "User-Agent": USER_AGENT,
+        }
+        merged.update(headers)
+        self.headers = merged
+        self.endpoint = endpoint
+        self.path = endpoint.prefix + "/chat/completions"
+        self.url = f"{endpoint.scheme}://{endpoint.host}:{endpoint.port}{self.path}"
+        self.key = key()
+
+    def _target(self) -> str:
+        ep = self.endpoint
+        if ep.proxy is not None and ep.scheme == "http":
+            return self.url  # absolute-form through a plain HTTP proxy
+        return self.path
+
+    def open(self) -> tuple[_Connection, http.client.HTTPResponse]:
+        """Send the request until a 2xx response arrives, retrying per the policy."""
+        dl = self.deadlines
+        while True:
+            dl.check_abort()
+            debug = _log.debug_enabled()
+            if debug:
+                _log.debug("POST %s (attempt %d)", self.url, self.retries + 1)
+            try:
+                conn, resp = exchange(self.pool, self.endpoint, self.deadlines,
+                                      self._target(), self.payload,
+                                      {**self.headers, "Authorization": "Bearer " + self.key})
+            except APIConnectionError as exc:
+                self.recover(exc)
+                continue
+            self.request_id = resp.getheader("x-request-id")
+            if debug:
+                _log.debug("HTTP %d, request_id=%s, first byte after %.1f ms", resp.status,
+                             self.request_id, (time.monotonic() - self.started) * 1000)
+            if 200 <= resp.status < 300:
+                return conn, resp
+            if resp.status in (307, 308):
+                location = resp.getheader("location")
+                conn.close()
+                self._redirect(resp.status, location)
+                continue
+            err, retry_after = self._status_error(conn, resp)
+            self.recover(err, retry_after)
+
+    def _redirect(self, status: int, location: Optional[str]) -> None:
+        """Follow a 307/308 to *location* on the same origin, or raise.
+
+        Only these two keep the method and body (RFC 9110 15.4.8-9); and only the same
+        scheme, host and port, so the API key is never sent anywhere else.
+        """
+        ep = self.endpoint
+        why = ""
+        same = False
+        try:
+            if not location:
+                why = "the response has no Location"
+            else:
+                check_header("redirect location", location)
+                if not location.isascii():
+                    raise ValueError("not ASCII")
+                target = urlsplit(urljoin(self.url, location))
+                port = target.port or (443 if target.scheme == "https" else 80)
+                same = (target.scheme, (target.hostname or "").lower(), port) == (
+                    ep.scheme, ep.host.lower(), ep.port)
+        except ValueError:
+            why = "the Location is malformed"
+        if not why and not same:
+            why = ("only same-origin redirects are followed, so the API key is never sent "
+                   "to another host")
+        if not why and self.redirects >= MAX_REDIRECTS:
+            why = "too many redirects"
+        if why:
+            raise APIStatusError(f"HTTP {status} redirect to {excerpt(location or '')} not "
+                                 f"followed: {why}", status_code=status,
+                                 request_id=self.request_id, retryable=False)
+        self.redirects += 1
+        self.path = target.path + (f"?{target.query}" if target.query else "")
+        self.url = f"{ep.scheme}://{ep.host}:{ep.port}{self.path}"
+        _log.debug("following HTTP %d redirect to %s", status, self.url)
+
+    def recover(self, err: AllTokenError, retry_after: Optional[float] = None) -> None:
+        """After a failed attempt: refresh a callable key once after a 401, or wait the
+        policy's delay before the next attempt; raise *err* when neither applies."""
+        if (isinstance(err, APIStatusError) and err.status_code == 401
+                and self._refreshable and not self.refreshed):
+            self.refreshed = True
+            _log.warning("401 from the server: refreshing the API key and retrying once")
+            self.key = self._key_source()
+            return
+        delay = self.policy.delay(err, self.retries, retry_after,
+                                  self.deadlines.remaining_total())
+        if delay is None:
+            raise err
+        self.retries += 1
+        _log.warning("retrying in %.2f s (retry %d of %d) after: %s", delay, self.retries,
+                     self.policy.max_retries, err)
+        self.deadlines.wait(delay)
+
+    def _status_error(self, conn: _Connection,
+                      resp: http.client.HTTPResponse) -> tuple[APIStatusError, Optional[float]]:
+        status = resp.status
+        ctype = resp.getheader("content-type")
+        retry_after = _retry.parse_retry_after(_Headers(resp), time.time())
+        try:
+            with translate("response", self.deadlines, self.request_id):
+                body = resp.read(MAX_ERROR_BODY)
+        except AbortedError:
+            raise
+        except AllTokenError:
+            body = b""
+        finally:
+            conn.close()
+        return self._error_from_body(status, body, ctype, retry_after), retry_after
+
+    def _error_from_body(self, status: int, body: bytes, ctype: Optional[str],
+                         retry_after: Optional[float]) -> APIStatusError:
+        info = parse_error_body(body, ctype)
+        if info is not None:
+            return status_error(status, info.message, type=info.type, code=info.code,
+                                body=info.raw, request_id=self.request_id,
+                                retry_after=retry_after)
+        text = body.decode("utf-8", "replace").strip()
+        message = f"HTTP {status}: " + (excerpt(text) if text else "(empty body)")
+        return status_error(status, message, body=text, request_id=self.request_id,
+                            retry_after=retry_after)
+
+    def event_error(self, info: ErrorInfo) -> APIStatusError:
+        """The error for an in-stream ``{"error": ...}`` event."""
+        code = info.code
+        status: Optional[int] = None
+        if isinstance(code, int) and not isinstance(code, bool):
+            status = code
+        elif isinstance(code, str) and code.isdigit() and code.isascii() and len(code) == 3:
+            status = int(code)
+        if status is None or not 100 <= status <= 599:
+            status = _STATUS_BY_TYPE.get(info.type or "", 500)
+        return status_error(status, info.message, type=info.type, code=code, body=info.raw,
+                            request_id=self.request_id)
+
+    def complete(self) -> ChatCompletion:
+        """Run a non-streamed request and return the parsed answer."""
+        while True:
+            conn, resp = self.open()
+            try:
+                with translate("response", self.deadlines, self.request_id):
+                    body = resp.read(MAX_JSON_BODY + 1)
+            except AllTokenError as err:
+                conn.close()
+                self.recover(err)
+                continue
+            if len(body) > MAX_JSON_BODY:
+                conn.close()
+                raise ProtocolError(f"the response is larger than {MAX_JSON_BODY} bytes",
+                                    request_id=self.request_id)
+            release(self.pool, conn, resp)
+            try:
+                obj = json.loads(body)
+            except ValueError:
+                raise ProtocolError(
+                    f"expected a JSON chat completion, got {excerpt(body)}",
+                    request_id=self.request_id) from None
+            if isinstance(obj, dict) and "error" in obj:
+                info = parse_error_body(body, "application/json")
+                if info is not None:
+                    self.recover(self.event_error(info))
+                    continue
+            try:
+                return ChatCompletion.from_json(obj)
+            except ProtocolError as exc:
+                exc.request_id = self.request_id
+                raise
+
+
+class _Headers(Mapping[str, str]):
+    """Lower-cased view of a response's headers for the retry policy."""
+
+    def __init__(self, resp: http.client.HTTPResponse) -> None:
+        self._h = {k.lower(): v for k, v in resp.getheaders()}
+
+    def __getitem__(self, key: str) -> str:
+        return self._h[key.lower()]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._h)
+
+    def __len__(self) -> int:
+        return len(self._h)
+
+
