@@ -25,7 +25,7 @@ from ._errors import (
     RateLimitError,
 )
 from ._stream import Stream, TextStream
-from ._transport import Timeout
+from ._transport import Proxy, Signal, Timeout
 from ._types import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -42,7 +42,7 @@ from ._types import (
     Usage,
 )
 from ._version import __version__
-from .sse import Comment, ServerSentEvent, SSEDecoder
+from .sse import Comment, DecoderState, ServerSentEvent, SSEDecoder
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -60,6 +60,7 @@ __all__ = [
     "Choice",
     "Comment",
     "Cost",
+    "DecoderState",
     "Delta",
     "ErrorInfo",
     "FunctionCall",
@@ -69,9 +70,11 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "ProtocolError",
+    "Proxy",
     "RateLimitError",
     "SSEDecoder",
     "ServerSentEvent",
+    "Signal",
     "Stream",
     "TextStream",
     "Timeout",

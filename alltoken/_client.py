@@ -9,16 +9,17 @@ not with ``Stream``, because it builds an ``AllToken`` when given none.
 
 from __future__ import annotations
 
+import enum
 import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Callable, Final, Literal, Optional, Union, overload
 from urllib.parse import urlsplit
 
 from ._errors import APIConnectionError
-from ._request import Request
+from ._request import RESERVED_HEADERS, Request, merge_headers
 from ._retry import RetryPolicy
 from ._stream import Stream, TextStream
-from ._transport import Endpoint, Pool, Proxy, Timeout, check_header, proxy_for
+from ._transport import Endpoint, Pool, Proxy, Signal, Timeout, check_header, proxy_for
 from ._types import ChatCompletion
 
 if TYPE_CHECKING:
@@ -32,6 +33,17 @@ __all__ = ["DEFAULT_BASE_URL", "AllToken", "stream"]
 
 DEFAULT_BASE_URL: Final = "https://api.alltoken.ai/v1"
 
+
+class _NotGiven(enum.Enum):
+    """The type of :data:`NOT_GIVEN` (a one-member Enum type-checks, ``object()`` not)."""
+
+    NOT_GIVEN = "NOT_GIVEN"
+
+
+#: ``timeout=`` left out of ``create()``/``stream()``: the client's timeout applies.
+#: ``timeout=None`` means no limits, as it does for ``AllToken(timeout=None)``.
+NOT_GIVEN: Final = _NotGiven.NOT_GIVEN
+
 ApiKey = Union[str, Callable[[], str], None]
 Messages = Sequence[Mapping[str, Any]]
 
@@ -43,6 +55,12 @@ def _validate_key(key: object) -> str:
         raise ValueError("the API key is empty")
     if "\r" in key or "\n" in key or "\x00" in key:
         raise ValueError("the API key must not contain CR, LF or NUL characters")
+    try:
+        key.encode("latin-1")
+    except UnicodeEncodeError:
+        # Never quote the key: say where, not what.
+        raise ValueError("the API key must be latin-1 text (it is sent in an HTTP header); "
+                         "it contains a character that is not") from None
     return key
 
 
@@ -74,7 +92,8 @@ class AllToken:
             ``ValueError`` when a request is made.
         base_url: Defaults to ``ALLTOKEN_BASE_URL``, else ``https://api.alltoken.ai/v1``.
         default_headers: Extra headers sent with every request.
-        timeout: Seconds for connect and read, or an :class:`alltoken.Timeout`.
+        timeout: Seconds for connect and read, or an :class:`alltoken.Timeout`; None
+            means no limits.
         max_retries: How many times a retryable failure is retried.
         proxy: An ``http://host:port`` proxy URL; ``False`` to ignore the environment's
             ``HTTPS_PROXY``/``HTTP_PROXY`` (used by default, with ``NO_PROXY``).
@@ -89,7 +108,7 @@ class AllToken:
         api_key: ApiKey = None,
         base_url: Optional[str] = None,
         default_headers: Optional[Mapping[str, str]] = None,
-        timeout: Union[float, Timeout] = 60.0,
+        timeout: Union[float, Timeout, None] = 60.0,
         max_retries: int = 2,
         proxy: Union[str, Proxy, bool, None] = None,
         verify: bool = True,
@@ -101,8 +120,8 @@ class AllToken:
         if api_key is not None and not callable(api_key):
             _validate_key(api_key)
         self._api_key = api_key
-        self.base_url = (base_url or os.environ.get("ALLTOKEN_BASE_URL") or DEFAULT_BASE_URL)
-        scheme, host, port, prefix = _parse_base_url(self.base_url)
+        self._base_url = base_url or os.environ.get("ALLTOKEN_BASE_URL") or DEFAULT_BASE_URL
+        scheme, host, port, prefix = _parse_base_url(self._base_url)
         self.timeout = Timeout.coerce(timeout)
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise ValueError(f"max_retries must be a non-negative int, got {max_retries!r}")
@@ -118,7 +137,7 @@ class AllToken:
                 import ssl  # noqa: F401 - needed for the first request anyway
             except ImportError:
                 raise APIConnectionError(
-                    f"{self.base_url} needs TLS, but this Python was built without the "
+                    f"{self._base_url} needs TLS, but this Python was built without the "
                     "ssl module (OpenSSL); use a Python with ssl, or an http:// base_url "
                     "such as a local TLS-terminating proxy", retryable=False) from None
         self._endpoint = Endpoint(scheme, host, port, prefix, proxy_for(scheme, host, port, proxy))
@@ -135,10 +154,20 @@ class AllToken:
         key = "callable" if callable(self._api_key) else ("set" if self._api_key else "missing")
         return f"AllToken(base_url={self.base_url!r}, api_key=<{key}>)"
 
+    @property
+    def base_url(self) -> str:
+        """The API's base URL (read-only: a client talks to one API; make another
+        client for another URL)."""
+        return self._base_url
+
     def close(self) -> None:
-        """Close idle pooled connections. Streams still open keep their own."""
+        """Close the idle pooled connections now.
+
+        The client stays usable: a later request opens a new connection. A stream still
+        open keeps its connection; read to its end, it returns it to the pool, which is
+        closed with the client when the client is freed.
+        """
         self._pool.close()
-        self._pool.reopen()
 
     def __enter__(self) -> AllToken:
         return self
@@ -185,9 +214,19 @@ def _check_headers(headers: Optional[Mapping[str, str]], what: str) -> dict[str,
     for name, value in headers.items():
         if not isinstance(name, str) or not isinstance(value, str):
             raise TypeError(f"{what} names and values must be str, got {name!r}")
-        if not name or any(c in name for c in ' \t:\r\n\x00"(),/;<=>?@[\\]{}'):
+        if (not name or not name.isascii()
+                or any(c in name for c in ' \t:\r\n\x00"(),/;<=>?@[\\]{}')):
             raise ValueError(f"{what}: invalid header name {name!r}")
+        if name.lower() in RESERVED_HEADERS:
+            raise ValueError(f"{what}: {name!r} is set by the library (it frames the request "
+                             "or the connection) and cannot be given")
         check_header(f"{what}[{name!r}]", value)
+        try:
+            value.encode("latin-1")
+        except UnicodeEncodeError:
+            # The value may be a secret (an api-key header): never quote it.
+            raise ValueError(f"{what}[{name!r}]: a header value must be latin-1 text; this "
+                             "one contains a character that is not") from None
         out[name] = value
     return out
 
@@ -203,18 +242,21 @@ class _Completions:
 
     @overload
     def create(self, *, model: str, messages: Messages, stream: Literal[True],
-               signal: Any = ..., timeout: Union[float, Timeout, None] = ...,
+               signal: Optional[Signal] = ...,
+               timeout: Union[float, Timeout, _NotGiven, None] = ...,
                extra_headers: Optional[Mapping[str, str]] = ..., **params: Any) -> Stream: ...
 
     @overload
     def create(self, *, model: str, messages: Messages, stream: Literal[False] = ...,
-               signal: Any = ..., timeout: Union[float, Timeout, None] = ...,
+               signal: Optional[Signal] = ...,
+               timeout: Union[float, Timeout, _NotGiven, None] = ...,
                extra_headers: Optional[Mapping[str, str]] = ...,
                **params: Any) -> ChatCompletion: ...
 
     @overload
     def create(self, *, model: str, messages: Messages, stream: bool,
-               signal: Any = ..., timeout: Union[float, Timeout, None] = ...,
+               signal: Optional[Signal] = ...,
+               timeout: Union[float, Timeout, _NotGiven, None] = ...,
                extra_headers: Optional[Mapping[str, str]] = ...,
                **params: Any) -> Union[Stream, ChatCompletion]: ...
 
@@ -224,8 +266,8 @@ class _Completions:
         model: str,
         messages: Messages,
         stream: bool = False,
-        signal: Any = None,
-        timeout: Union[float, Timeout, None] = None,
+        signal: Optional[Signal] = None,
+        timeout: Union[float, Timeout, _NotGiven, None] = NOT_GIVEN,
         extra_headers: Optional[Mapping[str, str]] = None,
         **params: Any,
     ) -> Union[Stream, ChatCompletion]:
@@ -236,7 +278,9 @@ class _Completions:
             messages: The conversation, OpenAI-shaped (``{"role": ..., "content": ...}``).
             stream: ``True`` returns a :class:`Stream` of chunks; else the whole answer.
             signal: A ``threading.Event``; setting it aborts the request promptly.
-            timeout: Overrides the client's timeout for this request.
+            timeout: Overrides the client's timeout for this request (a number, a
+                :class:`alltoken.Timeout`, or None for no limits); left out, the
+                client's applies.
             extra_headers: Merged over the client's ``default_headers``.
             **params: Every other body field (``temperature``, ``tools``, ...), sent as is.
 
@@ -260,8 +304,8 @@ class _Completions:
             raise TypeError("signal must be a threading.Event (or have is_set())")
         body = {"model": model, "messages": list(messages), "stream": bool(stream), **params}
         client = self._client
-        headers = dict(client.default_headers)
-        headers.update(_check_headers(extra_headers, "extra_headers"))
+        headers = merge_headers(client.default_headers,
+                                _check_headers(extra_headers, "extra_headers"))
         req = Request(
             body,
             pool=client._pool,
@@ -271,7 +315,7 @@ class _Completions:
             headers=headers,
             policy=client._policy,
             stream=bool(stream),
-            timeout=client.timeout if timeout is None else Timeout.coerce(timeout),
+            timeout=client.timeout if timeout is NOT_GIVEN else Timeout.coerce(timeout),
             signal=signal,
         )
         if not stream:
@@ -293,8 +337,8 @@ def stream(
     client: Optional[AllToken] = None,
     api_key: ApiKey = None,
     base_url: Optional[str] = None,
-    signal: Any = None,
-    timeout: Union[float, Timeout, None] = None,
+    signal: Optional[Signal] = None,
+    timeout: Union[float, Timeout, _NotGiven, None] = NOT_GIVEN,
     **params: Any,
 ) -> TextStream:
     """Stream an answer's content pieces: ``for tok in alltoken.stream("Hi", model=m)``.

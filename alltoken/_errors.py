@@ -12,6 +12,7 @@ is ever built from the API key: the key is not passed to any error.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Final, Optional, Union
 
 __all__ = [
@@ -114,6 +115,11 @@ class APIStatusError(AllTokenError):
         type: The error's ``type`` field (for example ``"rate_limit_error"``), if any.
         code: The error's ``code`` field as sent (int, str or None).
         body: The decoded JSON error body, or the raw text for a non-JSON body.
+        retry_after: Seconds the server asked to wait (``Retry-After`` or
+            ``retry-after-ms``), or None when it did not say. Set on every status
+            error (a 503 may carry it as well as a 429).
+        headers: The response's headers, names lower-cased (empty for an in-stream
+            error event, which has none of its own).
     """
 
     def __init__(
@@ -126,11 +132,15 @@ class APIStatusError(AllTokenError):
         body: object = None,
         request_id: Optional[str] = None,
         retryable: Optional[bool] = None,
+        retry_after: Optional[float] = None,
+        headers: Optional[Mapping[str, str]] = None,
     ) -> None:
         self.status_code = status_code
         self.type = type
         self.code = code
         self.body = body
+        self.retry_after = retry_after
+        self.headers: dict[str, str] = dict(headers) if headers else {}
         if retryable is None:
             retryable = status_code in RETRYABLE_STATUSES or status_code >= 500
         super().__init__(message, request_id=request_id, retryable=retryable)
@@ -145,7 +155,8 @@ class APIStatusError(AllTokenError):
 
     def _state(self) -> dict[str, Any]:
         state = super()._state()
-        state.update(status_code=self.status_code, type=self.type, code=self.code, body=self.body)
+        state.update(status_code=self.status_code, type=self.type, code=self.code, body=self.body,
+                     retry_after=self.retry_after, headers=self.headers)
         return state
 
 
@@ -166,21 +177,7 @@ class NotFoundError(APIStatusError):
 
 
 class RateLimitError(APIStatusError):
-    """429: too many requests.
-
-    Attributes:
-        retry_after: Seconds the server asked to wait (``Retry-After`` or
-            ``retry-after-ms``), or None when it did not say.
-    """
-
-    def __init__(self, message: str, *, retry_after: Optional[float] = None, **kw: Any) -> None:
-        self.retry_after = retry_after
-        super().__init__(message, **kw)
-
-    def _state(self) -> dict[str, Any]:
-        state = super()._state()
-        state["retry_after"] = self.retry_after
-        return state
+    """429: too many requests. ``retry_after`` says how long the server asked to wait."""
 
 
 class InternalServerError(APIStatusError):
@@ -205,6 +202,7 @@ def status_error(
     body: object = None,
     request_id: Optional[str] = None,
     retry_after: Optional[float] = None,
+    headers: Optional[Mapping[str, str]] = None,
 ) -> APIStatusError:
     """Build the :class:`APIStatusError` subclass that *status_code* maps to.
 
@@ -213,16 +211,5 @@ def status_error(
     cls = _BY_STATUS.get(status_code)
     if cls is None:
         cls = InternalServerError if status_code >= 500 else APIStatusError
-    if cls is RateLimitError:
-        return RateLimitError(
-            message,
-            retry_after=retry_after,
-            status_code=status_code,
-            type=type,
-            code=code,
-            body=body,
-            request_id=request_id,
-        )
-    return cls(
-        message, status_code=status_code, type=type, code=code, body=body, request_id=request_id
-    )
+    return cls(message, status_code=status_code, type=type, code=code, body=body,
+               request_id=request_id, retry_after=retry_after, headers=headers)

@@ -47,7 +47,27 @@ from ._transport import (
 from ._types import ChatCompletion, ErrorInfo, parse_error_body
 from ._version import __version__
 
-__all__ = ["MAX_ERROR_BODY", "MAX_JSON_BODY", "MAX_REDIRECTS", "USER_AGENT", "Request"]
+__all__ = ["MAX_ERROR_BODY", "MAX_JSON_BODY", "MAX_REDIRECTS", "RESERVED_HEADERS",
+           "USER_AGENT", "Request", "merge_headers"]
+
+#: Headers that frame the request or manage the connection: http.client and this
+#: library set them, and a caller's value would mis-frame the body (request smuggling
+#: where a proxy forwards it), so ``default_headers``/``extra_headers`` may not hold them.
+RESERVED_HEADERS: Final = frozenset({
+    "host", "content-length", "transfer-encoding", "connection", "keep-alive", "te",
+    "trailer", "upgrade", "expect", "proxy-connection",
+})
+
+
+def merge_headers(*layers: Mapping[str, str]) -> dict[str, str]:
+    """Merge header mappings case-insensitively: a later layer's value wins, under the
+    later layer's spelling of the name."""
+    merged: dict[str, tuple[str, str]] = {}
+    for layer in layers:
+        for name, value in layer.items():
+            merged[name.lower()] = (name, value)
+    return dict(merged.values())
+
 
 #: How much of an error response's body is read (a proxy's HTML page can be large).
 MAX_ERROR_BODY: Final = 64 * 1024
@@ -93,18 +113,23 @@ class Request:
             self.payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         except (TypeError, ValueError) as exc:
             raise TypeError(f"the request body is not JSON-serialisable: {exc}") from None
-        merged = {
+        self.headers = merge_headers({
             "Content-Type": "application/json",
             "Accept": "text/event-stream" if stream else "application/json",
             "Accept-Encoding": "identity",
             "User-Agent": USER_AGENT,
-        }
-        merged.update(headers)
-        self.headers = merged
+        }, headers)
+        # A caller's own Authorization (extra_headers) wins over the key's.
+        self._own_auth = any(name.lower() == "authorization" for name in self.headers)
         self.endpoint = endpoint
         self.path = endpoint.prefix + "/chat/completions"
         self.url = f"{endpoint.scheme}://{endpoint.host}:{endpoint.port}{self.path}"
         self.key = key()
+
+    def _headers_to_send(self) -> dict[str, str]:
+        if self._own_auth:
+            return self.headers
+        return {**self.headers, "Authorization": "Bearer " + self.key}
 
     def _target(self) -> str:
         ep = self.endpoint
@@ -122,8 +147,7 @@ class Request:
                 _log.debug("POST %s (attempt %d)", self.url, self.retries + 1)
             try:
                 conn, resp = exchange(self.pool, self.endpoint, self.deadlines,
-                                      self._target(), self.payload,
-                                      {**self.headers, "Authorization": "Bearer " + self.key})
+                                      self._target(), self.payload, self._headers_to_send())
             except APIConnectionError as exc:
                 self.recover(exc)
                 continue
@@ -199,7 +223,8 @@ class Request:
                       resp: http.client.HTTPResponse) -> tuple[APIStatusError, Optional[float]]:
         status = resp.status
         ctype = resp.getheader("content-type")
-        retry_after = _retry.parse_retry_after(_Headers(resp), time.time())
+        headers = _Headers(resp)
+        retry_after = _retry.parse_retry_after(headers, time.time())
         try:
             with translate("response", self.deadlines, self.request_id):
                 body = resp.read(MAX_ERROR_BODY)
@@ -209,19 +234,21 @@ class Request:
             body = b""
         finally:
             conn.close()
-        return self._error_from_body(status, body, ctype, retry_after), retry_after
+        err = self._error_from_body(status, body, ctype, retry_after, dict(headers))
+        return err, retry_after
 
     def _error_from_body(self, status: int, body: bytes, ctype: Optional[str],
-                         retry_after: Optional[float]) -> APIStatusError:
+                         retry_after: Optional[float],
+                         headers: dict[str, str]) -> APIStatusError:
         info = parse_error_body(body, ctype)
         if info is not None:
             return status_error(status, info.message, type=info.type, code=info.code,
                                 body=info.raw, request_id=self.request_id,
-                                retry_after=retry_after)
+                                retry_after=retry_after, headers=headers)
         text = body.decode("utf-8", "replace").strip()
         message = f"HTTP {status}: " + (excerpt(text) if text else "(empty body)")
         return status_error(status, message, body=text, request_id=self.request_id,
-                            retry_after=retry_after)
+                            retry_after=retry_after, headers=headers)
 
     def event_error(self, info: ErrorInfo) -> APIStatusError:
         """The error for an in-stream ``{"error": ...}`` event."""

@@ -296,7 +296,60 @@ class _StreamState:
             self.cost = cost
 
 
-class Stream:
+class _Answer:
+    """The accumulated attributes of a stream, defined once for :class:`Stream` and
+    :class:`TextStream` (each keeps the stream's state in ``_state``)."""
+
+    __slots__ = ()
+    _state: _StreamState
+
+    @property
+    def text(self) -> str:
+        """The content received so far."""
+        return self._state.text
+
+    @property
+    def reasoning(self) -> str:
+        """The reasoning content received so far."""
+        return self._state.reasoning
+
+    @property
+    def tool_calls(self) -> list[ToolCall]:
+        """Tool calls assembled from the deltas so far, in index order."""
+        return self._state.tool_calls
+
+    @property
+    def finish_reason(self) -> Optional[str]:
+        """The first choice's finish reason, once sent."""
+        return self._state.finish_reason
+
+    @property
+    def usage(self) -> Optional[Usage]:
+        """The last ``Usage`` the server sent, or None."""
+        return self._state.usage
+
+    @property
+    def cost(self) -> Optional[Cost]:
+        """The ``Cost`` from the trailer after ``[DONE]``, or None."""
+        return self._state.cost
+
+    @property
+    def request_id(self) -> Optional[str]:
+        """The server's ``x-request-id``, or None."""
+        return self._state.request_id
+
+    @property
+    def chunks(self) -> int:
+        """How many chunks have been yielded."""
+        return self._state.chunks
+
+    @property
+    def done(self) -> bool:
+        """Whether ``data: [DONE]`` arrived."""
+        return self._state.done
+
+
+class Stream(_Answer):
     """A streamed chat completion: an iterator of ``ChatCompletionChunk``.
 
     Use it as a context manager (or call :meth:`close`) so the connection is released
@@ -369,52 +422,6 @@ class Stream:
         if getattr(self, "_gen", None) is not None:
             self.close()
 
-    @property
-    def text(self) -> str:
-        """The content received so far."""
-        return self._state.text
-
-    @property
-    def reasoning(self) -> str:
-        """The reasoning content received so far."""
-        return self._state.reasoning
-
-    @property
-    def tool_calls(self) -> list[ToolCall]:
-        """Tool calls assembled from the deltas so far, in index order."""
-        return self._state.tool_calls
-
-    @property
-    def finish_reason(self) -> Optional[str]:
-        """The first choice's finish reason, once sent."""
-        return self._state.finish_reason
-
-    @property
-    def usage(self) -> Optional[Usage]:
-        """The last ``Usage`` the server sent, or None."""
-        return self._state.usage
-
-    @property
-    def cost(self) -> Optional[Cost]:
-        """The ``Cost`` from the trailer after ``[DONE]``, or None."""
-        return self._state.cost
-
-    @property
-    def request_id(self) -> Optional[str]:
-        """The server's ``x-request-id``, or None."""
-        return self._state.request_id
-
-    @property
-    def chunks(self) -> int:
-        """How many chunks have been yielded."""
-        return self._state.chunks
-
-    @property
-    def done(self) -> bool:
-        """Whether ``data: [DONE]`` arrived."""
-        return self._state.done
-
-
 def _feed_all(feed: Callable[[bytes], list[Item]], pieces: Iterable[bytes]) -> Iterator[Item]:
     for piece in pieces:
         yield from feed(piece)
@@ -449,12 +456,13 @@ def _pieces(stream: Stream, owned: Optional[Closeable]) -> Generator[str, None, 
             owned.close()
 
 
-class TextStream:
+class TextStream(_Answer):
     """What :func:`stream` returns: an iterator of content pieces (``str``) with the
     accumulated attributes of the underlying :class:`Stream`."""
 
     def __init__(self, stream: Stream, owned_client: Optional[Closeable] = None) -> None:
         self.stream = stream
+        self._state = stream._state
         self._client = owned_client
         self._gen = _pieces(stream, owned_client)
 
@@ -493,13 +501,5 @@ class TextStream:
     def __repr__(self) -> str:
         return f"<alltoken.TextStream of {self.stream!r}>"
 
-    text = property(lambda self: self.stream.text, doc="The content received so far.")
-    reasoning = property(lambda self: self.stream.reasoning, doc="The reasoning so far.")
-    tool_calls = property(lambda self: self.stream.tool_calls, doc="Assembled tool calls.")
-    finish_reason = property(lambda self: self.stream.finish_reason, doc="Finish reason.")
-    usage = property(lambda self: self.stream.usage, doc="Token usage, once sent.")
-    cost = property(lambda self: self.stream.cost, doc="The cost trailer, once read.")
-    request_id = property(lambda self: self.stream.request_id, doc="x-request-id.")
-    done = property(lambda self: self.stream.done, doc="Whether [DONE] arrived.")
 
 

@@ -43,7 +43,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Final, NamedTuple, Optional, Protocol, Union
+from typing import Any, Callable, Final, NamedTuple, Optional, Protocol, Union, runtime_checkable
 from urllib.parse import urlsplit
 from weakref import ref as _weakref
 
@@ -111,6 +111,7 @@ def _wait_fd(sock: socket.socket, write: bool, seconds: Optional[float]) -> bool
     return bool(ready)
 
 
+@runtime_checkable
 class Signal(Protocol):
     """What ``signal=`` may be: a ``threading.Event``, or anything with ``is_set()``."""
 
@@ -158,14 +159,14 @@ class Timeout:
                 raise ValueError(f"Timeout {name} must be positive, got {value!r}")
 
     @classmethod
-    def coerce(cls, value: Union[Timeout, float, int, None], name: str = "timeout") -> Timeout:
+    def coerce(cls, value: Union[Timeout, float, int, None]) -> Timeout:
         """Turn a user's ``timeout=`` argument into a ``Timeout``."""
         if isinstance(value, Timeout):
             return value
         if value is None:
             return cls(connect=None, read=None)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"{name} must be a number or alltoken.Timeout, got {value!r}")
+            raise TypeError(f"timeout must be a number or alltoken.Timeout, got {value!r}")
         return cls(connect=float(value), read=float(value))
 
 
@@ -431,10 +432,6 @@ class _SocketReader(io.RawIOBase):
                 write = want
             dl.wait_for(sock, write, "read")
 
-    def close(self) -> None:
-        # The socket belongs to the connection, which may be reused: leave it open.
-        super().close()
-
 
 def _ssl_want(exc: BaseException) -> Optional[bool]:
     """For a TLS "want read/write" error: whether it wants to write; else None."""
@@ -514,33 +511,81 @@ def _env(name: str) -> str:
 
 
 def _bypass(host: str, port: int, no_proxy: str) -> bool:
-    """Whether NO_PROXY (comma-separated hosts, domains, ``*``, optional ports) matches."""
+    """Whether ``NO_PROXY`` matches *host*:*port*.
+
+    Entries are comma-separated (spaces ignored), each optionally with ``:port``
+    (``[::1]:8080`` for an IPv6 address): ``*`` matches everything; a name matches itself
+    and its subdomains, written ``example.com``, ``.example.com`` or ``*.example.com``;
+    an IP address matches itself; a CIDR range (``10.0.0.0/8``, ``fd00::/8``) matches
+    the IP addresses in it. Names are not resolved.
+    """
     host = host.lower().strip("[]")
-    for entry in no_proxy.replace(" ", "").split(","):
+    for entry in no_proxy.replace(" ", "").lower().split(","):
         if not entry:
             continue
         if entry == "*":
             return True
-        name, _, want_port = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
+        want_port = ""
+        if entry.startswith("["):  # [v6]:port or [v6]
+            end = entry.find("]")
+            if end < 0:
+                continue
+            name = entry[1:end]
+            if entry[end + 1:end + 2] == ":":
+                want_port = entry[end + 2:]
+        elif entry.count(":") == 1:
+            name, _, want_port = entry.partition(":")
+        else:
+            name = entry  # a name, an IPv4 address, or a bare IPv6 address or range
         if want_port and want_port != str(port):
             continue
-        name = name.lower().lstrip(".").strip("[]")
+        if "/" in name:
+            if _in_network(host, name):
+                return True
+            continue
+        name = name[2:] if name.startswith("*.") else name.lstrip(".")
         if host == name or host.endswith("." + name):
             return True
     return False
 
 
+def _in_network(host: str, cidr: str) -> bool:
+    import ipaddress  # only for a NO_PROXY that has a range
+
+    try:
+        return ipaddress.ip_address(host) in ipaddress.ip_network(cidr, strict=False)
+    except ValueError:  # a name, or not a range: no match
+        return False
+
+
 def proxy_for(scheme: str, host: str, port: int, explicit: Union[str, Proxy, bool, None]
               ) -> Optional[Proxy]:
-    """The proxy to use: *explicit* (a URL, or False for none), else the environment's
-    ``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY`` unless ``NO_PROXY`` matches."""
+    """The proxy to use: *explicit* (a URL, a :class:`Proxy`, or False for none), else
+    the environment's.
+
+    From the environment: ``HTTPS_PROXY`` for an https API, ``HTTP_PROXY`` for http, then
+    ``ALL_PROXY`` when it is an ``http://`` proxy (another scheme there, such as
+    ``socks5://``, is meant for other programs and ignored). None is used when
+    ``NO_PROXY`` matches, or -- for ``HTTP_PROXY`` -- in a CGI
+    program (``REQUEST_METHOD`` set), where a request's ``Proxy:`` header arrives as
+    ``HTTP_PROXY`` ("httpoxy").
+    """
     if explicit is False:
         return None
     if isinstance(explicit, Proxy):
         return explicit
     if isinstance(explicit, str) and explicit:
         return Proxy.parse(explicit)
-    url = _env(f"{scheme}_proxy") or _env("all_proxy")
+    url = ""
+    if scheme == "https" or "REQUEST_METHOD" not in os.environ:
+        url = _env(f"{scheme}_proxy")
+    elif _env("http_proxy"):
+        _log.debug("ignoring HTTP_PROXY in a CGI program (httpoxy)")
+    if not url:
+        url = _env("all_proxy")
+        if url and "://" in url and not url.lower().startswith("http://"):
+            _log.debug("ignoring ALL_PROXY with a scheme other than http://")
+            url = ""
     if not url or _bypass(host, port, _env("no_proxy")):
         return None
     return Proxy.parse(url)
@@ -746,7 +791,6 @@ class Pool:
     def __init__(self) -> None:
         self._idle: dict[tuple[Any, ...], list[_Connection]] = {}
         self._lock = _thread.allocate_lock()  # threading is not imported for one lock
-        self._closed = False
         self._generation = _fork_generation
 
     def _forget_inherited(self) -> None:
@@ -784,19 +828,16 @@ class Pool:
         conn.idle_since = time.monotonic()
         conn.deadlines.detach(conn.sock)
         with self._lock:
-            if self._closed:
-                conn.close()
-                return
             conns = self._idle.setdefault(conn.endpoint.origin, [])
             conns.append(conn)
             while len(conns) > POOL_MAX_PER_ORIGIN:
                 conns.pop(0).close()
 
     def close(self) -> None:
+        """Close every idle connection (the pool stays usable)."""
         if self._generation != _fork_generation:
             self._forget_inherited()
         with self._lock:
-            self._closed = True
             idle, self._idle = self._idle, {}
         for conns in idle.values():
             for conn in conns:
@@ -811,10 +852,6 @@ class Pool:
                     _forget(conn)
                 else:
                     conn.close()
-
-    def reopen(self) -> None:
-        with self._lock:
-            self._closed = False
 
     def __len__(self) -> int:
         if self._generation != _fork_generation:

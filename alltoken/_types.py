@@ -322,7 +322,7 @@ def _delta(obj: object) -> Delta:
 
 @dataclass(repr=False, eq=False)
 class ChunkChoice(_Raw):
-    """One choice of a streamed chunk. ``delta`` is required."""
+    """One choice of a streamed chunk. A missing or null ``delta`` is an empty one."""
 
     index: int = 0
     delta: Delta = field(default_factory=Delta)
@@ -364,8 +364,10 @@ def _chunk_choice(obj: object) -> ChunkChoice:
         if type(text) is str:
             return ChunkChoice(index, Delta(None, None, text, None, delta), finish,
                                get("logprobs"), obj)
-    elif delta is None and "delta" not in obj:
-        raise _missing("choices[]", "delta", obj)
+    elif delta is None:
+        # No delta, or "delta": null: content-filter annotations (Azure-backed gateways)
+        # and finish-only choices. An empty delta, not a protocol error.
+        return ChunkChoice(index, Delta(), finish, get("logprobs"), obj)
     return ChunkChoice(index, _delta(delta), finish, get("logprobs"), obj)
 
 
@@ -612,6 +614,9 @@ def _count(obj: dict[str, Any], key: str) -> Optional[int]:
         return value
     if type(value) is str and value.isdigit() and value.isascii():
         return int(value)
+    if (type(value) is Decimal and value.is_finite() and value >= 0
+            and value == value.to_integral_value()):
+        return int(value)  # 15.0: a whole number written as a float
     raise _bad(f"cost.{key}", "a non-negative integer", value)
 
 
@@ -630,9 +635,9 @@ def parse_cost(text: str) -> Optional[Cost]:
     Returns:
         The cost, or None.
 
-    Raises:
-        ProtocolError: The comment is a cost object but an amount or a count is
-            malformed (``"cost": "abc"``, ``"cost": null``, ``"prompt_tokens": -1``).
+    The trailer is optional metadata after a complete answer: a cost object that cannot
+    be read (``"cost": null``, ``"cost": ""``, ``"prompt_tokens": -1``) is logged at debug
+    level and gives None, never an error.
     """
     text = text.strip()
     if not text.startswith("{"):
@@ -645,7 +650,13 @@ def parse_cost(text: str) -> Optional[Cost]:
         return None
     if type(obj) is not dict or "cost" not in obj:
         return None
-    return Cost.from_json(obj)
+    try:
+        return Cost.from_json(obj)
+    except ProtocolError as exc:
+        from . import _log
+
+        _log.debug("ignoring an unreadable cost comment: %s", exc)
+        return None
 
 
 # -- errors ------------------------------------------------------------------------------

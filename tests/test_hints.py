@@ -96,7 +96,7 @@ def test_the_walk_finds_the_public_surface() -> None:
     for name in (
         "alltoken._client.AllToken.__init__",
         "alltoken._client.stream",
-        "alltoken._stream.Stream.text",
+        "alltoken._stream._Answer.text",
         "alltoken._stream.TextStream.__iter__",
         "alltoken.sse.SSEDecoder.feed",
         "alltoken.sse.ServerSentEvent",
