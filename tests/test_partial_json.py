@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 from hypothesis import assume, given
@@ -95,9 +95,11 @@ def _open_at(text: str) -> list[tuple[bool, str]]:
     return states
 
 
-def reference(text: str) -> Any:
-    """The value of the JSON prefix *text*, slowly and obviously (valid prefixes only)."""
-    states = _open_at(text)
+def reference(text: str, states: Optional[list[tuple[bool, str]]] = None) -> Any:
+    """The value of the JSON prefix *text*, slowly and obviously (valid prefixes only).
+    *states* may pass ``_open_at`` of any text that *text* begins."""
+    if states is None:
+        states = _open_at(text)
     cut = len(text)
     in_string, stack = states[cut]
     tail = None if in_string else _NUMBER_TAIL.search(text)
@@ -281,15 +283,56 @@ class TestValues:
         self, text: str
     ) -> None:
         full = json.loads(text)
+        states = _open_at(text)
         previous: Any = None
         for k in range(len(text) + 1):
             value = parse_partial_json(text[:k])
-            assert same(value, reference(text[:k])), text[:k]
+            assert same(value, reference(text[:k], states)), text[:k]
             assert extends(value, full), text[:k]
             if type(full) not in (int, float):  # "1" gives 1, "1." None, "1.5" 1.5
                 assert extends(previous, value), text[:k]
             previous = value
         assert same(previous, full)
+
+
+    @given(
+        st.lists(
+            st.sampled_from(
+                ["a", "\\n", "\\\\", '\\"', "\\u00e9", "\\ud83d\\ude00", "\\ud83d", "\\ude00",
+                 "\u00e9", "\\/", "\\uDBFF\\uDFFF"]
+            ),
+            min_size=4,
+            max_size=16,
+        ),
+        st.data(),
+    )
+    def test_a_long_string_in_progress_is_decoded_up_to_its_end(
+        self, parts: list[str], data: st.DataObject
+    ) -> None:
+        # Long enough for the C head decoding, with escapes around every cut of the end.
+        text = '{"k": "' + "y" * 300 + "".join(parts) + '"}'
+        states = _open_at(text)
+        for k in range(len(text) - 30, len(text) + 1):
+            assert same(parse_partial_json(text[:k]), reference(text[:k], states)), text[:k]
+        at = data.draw(st.integers(0, len(parts)))
+        pos = len('{"k": "') + 300 + len("".join(parts[:at]))
+        bad = data.draw(st.sampled_from(["\x01", "\\q"]))
+        corrupt = text[:pos] + bad + text[pos:]
+        with pytest.raises(json.JSONDecodeError) as info:
+            parse_partial_json(corrupt[: data.draw(st.integers(pos + len(bad), len(corrupt)))])
+        assert info.value.pos == pos + len(bad) - 1
+
+    @given(st.data())
+    def test_big_prefixes_cut_anywhere_equal_the_reference(self, data: st.DataObject) -> None:
+        # Hundreds of children: the C scanner parses the complete ones in one go.
+        records = [
+            {"id": i, "name": f"item {i}", "tags": ["a", "b"], "nested": [[i, {"x": [i]}]]}
+            for i in range(data.draw(st.integers(20, 80)))
+        ]
+        text = json.dumps(data.draw(st.sampled_from([records, {"r": records}, [[records]]])))
+        states = _open_at(text)
+        for k in data.draw(st.lists(st.integers(0, len(text)), min_size=3, max_size=3)):
+            assert same(parse_partial_json(text[:k]), reference(text[:k], states)), text[:k]
 
 
 class TestErrors:
