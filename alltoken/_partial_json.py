@@ -239,8 +239,9 @@ class _Rope:
     def join(self) -> str:
         """All the text; the pieces are replaced by the result, so asking again is free."""
         levels = self._levels
-        if len(levels) == 1 and len(levels[0]) <= 1:
-            return levels[0][0] if levels[0] else ""
+        filled = [level for level in levels if level]
+        if len(filled) <= 1 and all(len(level) == 1 for level in filled):
+            return filled[0][0] if filled else ""
         text = "".join(["".join(level) for level in reversed(levels)])
         self._copied[0] += len(text)
         # Kept at the top level so that the next carries do not copy it again.

@@ -462,8 +462,9 @@ class TestPartialJSON:
         assert parser.value == {"a": [1, "xy"], "b": 2}
 
     def test_value_is_cached_until_the_next_feed(self) -> None:
-        parser = feed_all(['{"a": "x'])
+        parser = feed_all(['{"a": ', '"x'])
         assert parser.value is parser.value
+        assert parser.text is parser.text  # joined once
         before = parser.value
         parser.feed("y")
         assert parser.value is not before
