@@ -24,6 +24,7 @@ from ._errors import (
     ProtocolError,
     RateLimitError,
 )
+from ._partial_json import PartialJSON, parse_partial_json
 from ._stream import Stream, TextStream
 from ._transport import Proxy, Signal, Timeout
 from ._types import (
@@ -68,6 +69,7 @@ __all__ = [
     "InternalServerError",
     "Message",
     "NotFoundError",
+    "PartialJSON",
     "PermissionDeniedError",
     "ProtocolError",
     "Proxy",
@@ -82,5 +84,6 @@ __all__ = [
     "ToolCallDelta",
     "Usage",
     "__version__",
+    "parse_partial_json",
     "stream",
 ]

@@ -104,6 +104,8 @@ class Request:
         self.started = time.monotonic()
         self.stream = stream
         self.retries = 0
+        #: Requests sent (each attempt, retries, redirects and the key refresh included).
+        self.attempts = 0
         self.redirects = 0
         self.refreshed = False
         self._key_source = key
@@ -143,8 +145,9 @@ class Request:
         while True:
             dl.check_abort()
             debug = _log.debug_enabled()
+            self.attempts += 1
             if debug:
-                _log.debug("POST %s (attempt %d)", self.url, self.retries + 1)
+                _log.debug("POST %s (attempt %d)", self.url, self.attempts)
             try:
                 conn, resp = exchange(self.pool, self.endpoint, self.deadlines,
                                       self._target(), self.payload, self._headers_to_send())
