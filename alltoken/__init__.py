@@ -9,7 +9,7 @@ This module only re-exports; the code lives in the submodules.
 
 from __future__ import annotations
 
-from ._client import DEFAULT_BASE_URL, AllToken, stream
+from ._client import DEFAULT_BASE_URL, NOT_GIVEN, AllToken, stream
 from ._errors import (
     AbortedError,
     AllTokenError,
@@ -47,6 +47,7 @@ from .sse import Comment, DecoderState, ServerSentEvent, SSEDecoder
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "NOT_GIVEN",
     "APIConnectionError",
     "APIStatusError",
     "APITimeoutError",

@@ -29,7 +29,7 @@ else:
     # run time the annotation resolves to Any, so typing.get_type_hints works.
     SSLContext = Any
 
-__all__ = ["DEFAULT_BASE_URL", "AllToken", "stream"]
+__all__ = ["DEFAULT_BASE_URL", "NOT_GIVEN", "AllToken", "stream"]
 
 DEFAULT_BASE_URL: Final = "https://api.alltoken.ai/v1"
 

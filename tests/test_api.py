@@ -53,7 +53,9 @@ class TestNames:
         assert alltoken.SSEDecoder().state is alltoken.DecoderState.OPEN
         assert isinstance(threading.Event(), alltoken.Signal)
         assert not isinstance(object(), alltoken.Signal)
-        for name in ("Proxy", "Signal", "DecoderState", "TextStream", "Stream"):
+        assert alltoken.NOT_GIVEN is not None
+        for name in ("Proxy", "Signal", "DecoderState", "TextStream", "Stream", "NOT_GIVEN",
+                     "parse_partial_json", "PartialJSON"):
             assert name in alltoken.__all__
 
     def test_base_url_is_read_only(self, client: alltoken.AllToken,

@@ -87,6 +87,10 @@ def expected_output(code: str, server: t.LocalServer) -> str:
         return e("[ServerSentEvent(data='hello', event='message', id=''), "
                  "ServerSentEvent(data='world', event='message', id=''), "
                  "Comment(text='cost')]\n")
+    if "parse_partial_json" in code:
+        return e("{'city': 'Par'}\n{'days': [1]}\n{'path': 'a.t'} False\n"
+                 "{'path': 'a.txt', 'lines': [1]} False\n"
+                 "{'path': 'a.txt', 'lines': [1, 2]} True\n")
     if 'alltoken.stream("Explain quantum computing"' in code:  # the quick start
         return e(offline_answer(server, "Explain quantum computing") + "\n")
     if '"Solve 15! / 13!"' in code:
@@ -117,5 +121,5 @@ def test_readme_example_prints_what_it_should(env: t.LocalServer, line: int,
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
         exec(compile(code, f"README.rst:{line}", "exec"), {"__name__": "__readme__"})
     assert re.fullmatch(want, out.getvalue(), re.DOTALL), out.getvalue()
-    if "SSEDecoder()" not in code and "LocalServer(" not in code:
+    if "SSEDecoder()" not in code and "LocalServer(" not in code and "partial" not in code:
         assert env.requests, "the example made no request"
