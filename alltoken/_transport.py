@@ -814,6 +814,7 @@ class Pool:
                 conn = conns.pop()
                 if now - conn.idle_since < POOL_IDLE_SECONDS and not _peer_closed(conn):
                     conn.deadlines = dl
+                    dl.attach(conn.sock)  # an interrupt must reach a reused socket too
                     return conn, True
                 conn.close()
         return _Connection(ep, dl), False

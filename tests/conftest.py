@@ -1,14 +1,25 @@
-"""Shared test configuration: hypothesis profiles.
+"""Shared test configuration: hypothesis profiles, the local server and client fixtures,
+a clean proxy environment, and the thread/descriptor snapshot.
 
-``CI=true`` selects the ``ci`` profile: derandomized (a CI failure reproduces), with a
-bounded number of examples so the suite stays well inside CI's time on 2 cores.
+``CI=true`` selects the ``ci`` hypothesis profile: derandomized (a CI failure
+reproduces), with a bounded number of examples so the suite stays well inside CI's time
+on 2 cores.
 """
 
 from __future__ import annotations
 
+import gc
 import os
+import threading
+import time
+from collections.abc import Iterator
+from typing import NamedTuple
 
+import pytest
 from hypothesis import HealthCheck, settings
+
+import alltoken
+from alltoken import testing as t
 
 settings.register_profile(
     "ci",
@@ -20,3 +31,70 @@ settings.register_profile(
 settings.register_profile("dev", max_examples=200, deadline=None)
 settings.register_profile("thorough", max_examples=5000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+#: The key the shared client sends; tests check it never shows in a message or a log.
+KEY = "sk-test-5ecret-k3y-do-not-print"
+
+#: Variables that would route a test's requests through a developer's proxy.
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "REQUEST_METHOD")
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's ``HTTP_PROXY`` must not route the client tests (tests that test the
+    proxy variables set them themselves)."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+
+@pytest.fixture
+def server() -> Iterator[t.LocalServer]:
+    """The local server, answering at once (``pace=0``)."""
+    with t.LocalServer(pace=0) as srv:
+        yield srv
+
+
+@pytest.fixture
+def client(server: t.LocalServer) -> Iterator[alltoken.AllToken]:
+    """A client of :func:`server` with a 5 s timeout."""
+    with alltoken.AllToken(api_key=KEY, base_url=server.base_url, timeout=5.0) as c:
+        yield c
+
+
+class Resources(NamedTuple):
+    """The threads and open file descriptors of this process at one moment."""
+
+    threads: frozenset[threading.Thread]
+    fds: frozenset[str]
+
+
+def _fd_dir() -> str:
+    for path in ("/proc/self/fd", "/dev/fd"):
+        if os.path.isdir(path):
+            return path
+    return ""
+
+
+def snapshot() -> Resources:
+    """Threads and descriptors now (after a garbage collection). Skips the calling test
+    where this platform cannot list its descriptors."""
+    fd_dir = _fd_dir()
+    if not fd_dir:
+        pytest.skip("this platform cannot list open file descriptors (/proc/self/fd)")
+    gc.collect()
+    return Resources(frozenset(threading.enumerate()), frozenset(os.listdir(fd_dir)))
+
+
+def assert_back_to(baseline: Resources, grace: float = 2.0) -> None:
+    """Threads and descriptors return to *baseline* (allowing *grace* s for stragglers)."""
+    deadline = time.monotonic() + grace
+    while True:
+        now = snapshot()
+        if now == baseline or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    assert now.threads == baseline.threads, f"threads leaked: {now.threads - baseline.threads}"
+    assert now.fds == baseline.fds, (
+        f"file descriptors leaked: {sorted(now.fds - baseline.fds)}, "
+        f"gone: {sorted(baseline.fds - now.fds)}")

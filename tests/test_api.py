@@ -9,30 +9,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from conftest import KEY
 
 import alltoken
 from alltoken import testing as t
 from alltoken._transport import proxy_for
 
-KEY = "sk-api-s3cret-v4lue"
 MSG = [{"role": "user", "content": "hi"}]
-
-
-@pytest.fixture
-def server() -> Iterator[t.LocalServer]:
-    with t.LocalServer(pace=0) as srv:
-        yield srv
-
-
-@pytest.fixture
-def client(server: t.LocalServer) -> Iterator[alltoken.AllToken]:
-    with alltoken.AllToken(api_key=KEY, base_url=server.base_url, proxy=False,
-                           timeout=5.0) as c:
-        yield c
 
 
 def chat(client: alltoken.AllToken, **kw: Any) -> alltoken.Stream:
@@ -230,13 +216,6 @@ class TestKeysAndHeaders:
 
 
 class TestProxyVariables:
-    @pytest.fixture(autouse=True)
-    def _clean(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY",
-                     "REQUEST_METHOD"):
-            monkeypatch.delenv(name, raising=False)
-            monkeypatch.delenv(name.lower(), raising=False)
-
     def test_all_proxy_is_honoured_when_it_is_http(self, monkeypatch: pytest.MonkeyPatch
                                                    ) -> None:
         monkeypatch.setenv("ALL_PROXY", "http://proxy.example:3128")

@@ -11,30 +11,17 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from conftest import KEY
 
 import alltoken
 from alltoken import testing as t
 from alltoken._transport import Deadlines
 
-KEY = "sk-test-5ecret-k3y-do-not-print"
 MSG = [{"role": "user", "content": "hi"}]
-
-
-@pytest.fixture
-def server() -> Iterator[t.LocalServer]:
-    with t.LocalServer(pace=0) as srv:
-        yield srv
-
-
-@pytest.fixture
-def client(server: t.LocalServer) -> Iterator[alltoken.AllToken]:
-    with alltoken.AllToken(api_key=KEY, base_url=server.base_url, timeout=5.0) as c:
-        yield c
 
 
 @pytest.fixture

@@ -25,7 +25,6 @@ from __future__ import annotations
 import functools
 import gc
 import gzip
-import os
 import re
 import socket
 import threading
@@ -39,6 +38,7 @@ from email.utils import formatdate
 from typing import Any, Callable, Optional, Union
 
 import pytest
+from conftest import assert_back_to, snapshot
 
 import alltoken
 import alltoken._stream as client_module
@@ -573,25 +573,6 @@ def consume(client: alltoken.AllToken, case: Case, measure: bool) -> Outcome:
     reasoning = stream.reasoning if stream is not None else ""
     return Outcome(error, text, reasoning, "".join(delivered), "".join(delivered_reasoning),
                    elapsed, stream, peak)
-
-
-def snapshot() -> tuple[set[threading.Thread], set[str]]:
-    gc.collect()
-    return set(threading.enumerate()), set(os.listdir("/proc/self/fd"))
-
-
-def assert_back_to(baseline: tuple[set[threading.Thread], set[str]]) -> None:
-    """Threads and descriptors return to *baseline* (allowing 2 s for stragglers)."""
-    deadline = time.monotonic() + 2.0
-    while True:
-        now = snapshot()
-        if now == baseline or time.monotonic() > deadline:
-            break
-        time.sleep(0.01)
-    threads, fds = now
-    assert threads == baseline[0], f"threads leaked: {threads - baseline[0]}"
-    assert fds == baseline[1], (f"file descriptors leaked: {sorted(fds - baseline[1])}, "
-                                f"gone: {sorted(baseline[1] - fds)}")
 
 
 def params() -> Iterator[Any]:

@@ -16,30 +16,17 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import KEY
 
 import alltoken
 from alltoken import testing as t
 
-KEY = "sk-idioms"
 PROMPT = "one two three four"
 WORDS = ["one", " two", " three", " four"]
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def server() -> Iterator[t.LocalServer]:
-    with t.LocalServer(pace=0) as srv:
-        yield srv
-
-
-@pytest.fixture
-def client(server: t.LocalServer) -> Iterator[alltoken.AllToken]:
-    with alltoken.AllToken(api_key=KEY, base_url=server.base_url, timeout=5.0) as c:
-        yield c
 
 
 def create(client: alltoken.AllToken) -> alltoken.Stream:

@@ -10,10 +10,10 @@ file descriptors are back to what they were. Retries are off, so no failure is h
 
 from __future__ import annotations
 
-import gc
-import os
 import threading
 import time
+
+from conftest import assert_back_to, snapshot
 
 import alltoken
 from alltoken import testing as t
@@ -26,11 +26,6 @@ CHUNKS = 1000
 def words(i: int) -> list[str]:
     """The pieces the echo model streams for thread *i*'s prompt."""
     return [f"t{i}w{j}" if j == 0 else f" t{i}w{j}" for j in range(CHUNKS)]
-
-
-def snapshot() -> tuple[set[threading.Thread], set[str]]:
-    gc.collect()
-    return set(threading.enumerate()), set(os.listdir("/proc/self/fd"))
 
 
 def test_64_threads_x_1000_chunks_through_one_client() -> None:
@@ -79,10 +74,4 @@ def test_64_threads_x_1000_chunks_through_one_client() -> None:
         assert text == "".join(words(i))
         assert done and has_cost
 
-    deadline = time.monotonic() + 2.0
-    now = snapshot()
-    while now != baseline and time.monotonic() < deadline:
-        time.sleep(0.01)
-        now = snapshot()
-    assert now[0] == baseline[0], f"threads leaked: {now[0] - baseline[0]}"
-    assert now[1] == baseline[1], f"file descriptors leaked: {sorted(now[1] - baseline[1])}"
+    assert_back_to(baseline)

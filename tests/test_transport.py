@@ -83,12 +83,6 @@ class TestDeadlines:
 
 
 class TestProxySelection:
-    @pytest.fixture(autouse=True)
-    def _clean_env(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY"):
-            monkeypatch.delenv(name, raising=False)
-            monkeypatch.delenv(name.lower(), raising=False)
-
     def test_no_environment_means_no_proxy(self) -> None:
         assert proxy_for("https", "api.alltoken.ai", 443, None) is None
 

@@ -12,33 +12,25 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import socket
 import subprocess
 import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable
 
 import pytest
+from conftest import KEY
 
 import alltoken
 from alltoken import _transport
 from alltoken import testing as t
 
-KEY = "sk-waiting"
 MSG = [{"role": "user", "content": "hi"}]
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def server() -> Iterator[t.LocalServer]:
-    with t.LocalServer(pace=0) as srv:
-        yield srv
 
 
 def client_for(server_url: str, **kw: Any) -> alltoken.AllToken:
@@ -226,6 +218,7 @@ class TestClocksCountOnlyWaiting:
 
 def test_a_request_works_in_a_process_with_more_than_1023_open_files(
         server: t.LocalServer) -> None:
+    resource = pytest.importorskip("resource", reason="needs POSIX resource limits")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = 1200
     if soft < want:
@@ -470,6 +463,30 @@ class TestWakeUps:
                 assert time.monotonic() - started < 1.0
                 assert stream.text == "kept"
             wait_closed(server)
+        finally:
+            gate.set()
+
+    @pytest.mark.parametrize("how", ["signal", "close"])
+    def test_an_abort_wakes_a_stream_on_a_reused_pooled_connection(
+            self, server: t.LocalServer, how: str) -> None:
+        gate = threading.Event()
+        server.enqueue(t.StreamReply([t.content("first"), t.done()]),
+                       t.StreamReply([t.content("kept"), t.wait(gate, 30), t.done()]))
+        signal = threading.Event()
+        try:
+            with client_for(server.base_url, timeout=30.0) as c:
+                with chat(c) as first:
+                    list(first)
+                assert len(c._pool) == 1
+                stream = chat(c, signal=signal)  # reuses the pooled connection
+                assert len(c._pool) == 0
+                it = iter(stream)
+                next(it)
+                threading.Timer(0.2, signal.set if how == "signal" else stream.close).start()
+                started = time.monotonic()
+                with pytest.raises(alltoken.AbortedError):
+                    next(it)
+                assert time.monotonic() - started < 2.0
         finally:
             gate.set()
 
