@@ -42,7 +42,13 @@ Every request that parses is recorded in :attr:`LocalServer.requests`, whatever 
 method and its answer.
 
 Replies: :class:`StreamReply` (a scripted ``text/event-stream`` answer built from steps),
-:class:`ErrorReply`, :class:`JSONReply`, :class:`DropReply` and :class:`DelayedReply`.
+:class:`ErrorReply`, :class:`JSONReply`, :class:`DropReply`, :class:`DelayedReply` and
+:class:`ReplayReply` (a response recorded with ``alltoken chat --record FILE``, sent
+back byte for byte; the file format is described in :class:`Recording`'s module,
+``alltoken._record``)::
+
+    server.enqueue(t.ReplayReply.load("answer.jsonl"))           # as fast as possible
+    server.enqueue(t.ReplayReply.load("answer.jsonl", pace="original"))
 Steps: :func:`content`, :func:`reasoning`, :func:`role`, :func:`tool_call`,
 :func:`finish`, :func:`usage`, :func:`chunk`, :func:`data`, :func:`done`, :func:`cost`,
 :func:`comment`, :func:`error_event`, :func:`raw`, :func:`sleep`, :func:`wait`,
@@ -86,6 +92,7 @@ from socketserver import TCPServer
 from typing import TYPE_CHECKING, Any, Final, Optional, Union
 from urllib.parse import urlsplit
 
+from ._record import Recording, RecordingError
 from .sse import Comment, ServerSentEvent, encode
 
 __all__ = [
@@ -95,6 +102,9 @@ __all__ = [
     "JSONReply",
     "LocalServer",
     "RecordedRequest",
+    "Recording",
+    "RecordingError",
+    "ReplayReply",
     "Reply",
     "Step",
     "StreamReply",
@@ -670,8 +680,60 @@ class DelayedReply:
         self.timeout = timeout
 
 
-Reply = Union[StreamReply, ErrorReply, JSONReply, DropReply, DelayedReply]
-_REPLY_TYPES: Final = (StreamReply, ErrorReply, JSONReply, DropReply, DelayedReply)
+class ReplayReply:
+    """A recorded response, sent back as it was received: the status line, the headers
+    (those left out as secrets excepted), and the body byte for byte, each recorded
+    piece its own write (and its own HTTP chunk for a chunked body), then the same
+    ending — a clean end, or a connection that breaks off where the recording did.
+
+    The headers that frame the body (``Transfer-Encoding``, ``Content-Length``,
+    ``Connection``) are the server's own, chosen from the recorded ``framing``; every
+    other recorded header is sent as recorded, ``Date`` and ``Server`` included.
+
+    Args:
+        recording: The recording (see :meth:`load`).
+        pace: ``"none"`` sends everything at once; ``"original"`` keeps the recorded
+            timing (each piece leaves when it arrived after the request, counted from
+            this request's arrival).
+
+    Raises:
+        ValueError: *pace* is not ``"none"`` or ``"original"``.
+    """
+
+    def __init__(self, recording: Recording, *, pace: str = "none") -> None:
+        if pace not in ("none", "original"):
+            raise ValueError(f"pace must be 'none' or 'original', got {pace!r}")
+        if not isinstance(recording, Recording):
+            raise TypeError(f"expected a Recording, got {type(recording).__name__}")
+        self.recording = recording
+        self.pace = pace
+
+    @classmethod
+    def load(cls, path: Any, *, pace: str = "none") -> ReplayReply:
+        """A reply from a file ``alltoken chat --record`` wrote.
+
+        Args:
+            path: The file.
+            pace: See the class.
+
+        Returns:
+            The reply (reusable: enqueue it as many times as needed).
+
+        Raises:
+            RecordingError: the file is not a recording this version reads (unknown
+                version, truncated, corrupt); a ``ValueError``.
+            OSError: the file cannot be read.
+        """
+        return cls(Recording.load(path), pace=pace)
+
+
+Reply = Union[StreamReply, ErrorReply, JSONReply, DropReply, DelayedReply, ReplayReply]
+_REPLY_TYPES: Final = (StreamReply, ErrorReply, JSONReply, DropReply, DelayedReply,
+                       ReplayReply)
+
+#: Headers a replay does not copy from the recording: they frame this connection's body.
+_FRAMING_HEADERS: Final = frozenset({"transfer-encoding", "content-length", "connection",
+                                     "keep-alive"})
 
 
 @dataclass
@@ -1194,8 +1256,53 @@ class _Handler(BaseHTTPRequestHandler):
             obj = reply.obj if reply.obj is not None else _completion(req.json, reply, owner)
             self._send(reply.status, _json_bytes(obj), "application/json", reply.headers,
                        reply.request_id)
+        elif isinstance(reply, ReplayReply):
+            self._replay(reply)
         else:
             self._stream(reply, req)
+
+    def _replay(self, reply: ReplayReply) -> None:
+        owner = self.server.owner
+        rec = reply.recording
+        arrived = time.monotonic()
+
+        def until(t: float) -> None:
+            if reply.pace == "original":
+                owner._pause(arrived + t - time.monotonic(), None, self.connection)
+
+        until(rec.head_time)
+        self.send_response_only(rec.status, rec.reason or None)
+        for name, value in rec.headers:
+            if name.lower() not in _FRAMING_HEADERS:
+                self.send_header(name, value)
+        framing = rec.framing
+        if framing == "chunked" and self.request_version != "HTTP/1.1":
+            framing = "close"  # an HTTP/1.0 client cannot read chunks
+        if framing == "chunked":
+            self.send_header("Transfer-Encoding", "chunked")
+        elif framing == "length":
+            length = rec.header("Content-Length")
+            body_length = len(rec.body)
+            self.send_header("Content-Length", length if length is not None and
+                             not rec.complete else str(body_length))
+        else:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        for piece in rec.pieces:
+            until(piece.t)
+            if framing == "chunked":
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece.data), piece.data))
+            else:
+                self.wfile.write(piece.data)
+            self.wfile.flush()
+        until(rec.end_time)
+        if not rec.complete:
+            self._drop(False)  # cut off where the recorded response was
+        if framing == "chunked":
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
 
     def _start(self, status: int, content_type: str, headers: Mapping[str, str],
                request_id: Optional[str], extra: Sequence[tuple[str, str]]) -> None:
@@ -1416,8 +1523,19 @@ def _completion(body: Any, reply: JSONReply, owner: LocalServer) -> dict[str, An
             "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}}
 
 
+class _ReplayServer(LocalServer):
+    """A server whose every chat request, with nothing queued, gets one recording."""
+
+    def __init__(self, replay: ReplayReply, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._replay = replay
+
+    def _next_reply(self) -> Optional[Reply]:
+        return super()._next_reply() or self._replay
+
+
 def serve(host: str = "127.0.0.1", port: int = 8765, api_key: Optional[str] = None,
-          pace: float = 0.02) -> None:
+          pace: float = 0.02, replay: Optional[ReplayReply] = None) -> None:
     """Run a :class:`LocalServer` until interrupted, printing its base URL once.
 
     Args:
@@ -1425,12 +1543,19 @@ def serve(host: str = "127.0.0.1", port: int = 8765, api_key: Optional[str] = No
         port: The port (0 picks a free one; the printed URL shows it).
         api_key: Require this bearer token (None: accept any request).
         pace: Seconds between the default model's tokens.
+        replay: Answer every chat request with this recorded response instead of the
+            default model.
 
     Raises:
         KeyboardInterrupt: on Ctrl-C, after the server has closed.
         OSError: the address cannot be bound.
     """
-    server = LocalServer(host=host, port=port, api_key=api_key, pace=pace).start()
+    if replay is not None:
+        server: LocalServer = _ReplayServer(replay, host=host, port=port, api_key=api_key,
+                                            pace=pace)
+    else:
+        server = LocalServer(host=host, port=port, api_key=api_key, pace=pace)
+    server.start()
     try:
         print(f"alltoken local server: {server.base_url}", flush=True)
         while True:

@@ -1,0 +1,724 @@
+"""Recordings of responses as received on the wire: the file format, and the recording
+proxy behind ``alltoken chat --record FILE``.
+
+Layer 4, standard library only. Like :mod:`alltoken.testing` (which replays
+recordings with :class:`alltoken.testing.ReplayReply`), it shares no code with the
+client: a recording shows what the server sent, not what the client made of it.
+
+How a response is recorded. :class:`Recorder` is a small HTTP/1.1 forwarding proxy on
+127.0.0.1, run in threads for one command. The command line points its client at the
+recorder's ``base_url`` (the real base URL's path on a loopback port); the recorder
+sends each request on to the real server (``http://`` or ``https://`` with certificate
+verification, through ``http.client``), passes the response back piece by piece as it
+arrives, and keeps the status, the headers and every piece of the body with the time
+it arrived. The client is unchanged and knows nothing of it; its timeouts and abort
+work as without recording (an abort closes the upstream request too, at
+:meth:`Recorder.close`). **Not** supported: an ``HTTPS_PROXY``/``HTTP_PROXY`` between
+the recorder and the server (the recorder connects directly).
+
+Secrets. The key passes through the recorder (it must reach the server) and is never
+written: request headers are not recorded at all; response headers named
+``Authorization``, ``Proxy-Authorization``, ``Cookie``, ``Set-Cookie`` or
+``Set-Cookie2``, or whose name contains ``key``, ``token`` or ``secret``, are left out
+(their names are listed under ``"redacted"``), and so is any header whose value contains
+a credential the request carried (the bearer token, the value of a request header named
+as above). Should such a credential appear in the body (an error message that quotes
+the key), it is replaced by ``<redacted>`` — the one case where the body is not kept
+byte for byte, also listed under ``"redacted"`` (as ``"body"``). The request body is
+recorded (``"request"``), with the same replacement: it says which question the
+answer is to.
+
+File format, version 1. UTF-8 text, one JSON object per line (JSON Lines)::
+
+    {"format": "alltoken-recording", "version": 1, "recorded_at": "2026-12-01T15:30:00Z",
+     "request": {"method": "POST", "url": "https://api.alltoken.ai/v1/chat/completions",
+                 "json": {"model": "...", "messages": [...], "stream": true}},
+     "t": 0.412, "status": 200, "reason": "OK",
+     "headers": [["Content-Type", "text/event-stream"], ["x-request-id", "req-1"]],
+     "redacted": ["Set-Cookie"], "framing": "chunked"}
+    {"t": 0.415, "text": "data: {\\"id\\":\\"chatcmpl-1\\", ...}\\n\\n"}
+    {"t": 0.431, "b64": "ZGF0YTog8J+Y"}
+    {"t": 1.930, "end": "complete", "bytes": 5123}
+
+* The first line, the head: ``format`` and ``version`` (readers refuse any version they
+  do not know), ``t`` the seconds from sending the request to receiving the status line
+  and headers, ``status``, ``reason``, ``headers`` as ``[name, value]`` pairs in the
+  order received (repeated names kept), and ``framing``, how the body was delimited:
+  ``"chunked"`` (``Transfer-Encoding: chunked``), ``"length"`` (``Content-Length``) or
+  ``"close"`` (until the connection closed). ``request`` (``method``, ``url`` without
+  its query string, ``json`` the body when it was JSON, else null) may be null.
+* One line per piece of the body, in order: ``t`` the seconds from sending the request
+  to its arrival, and its bytes as ``text`` when they are valid UTF-8, else as ``b64``
+  (standard base64; a multi-byte character split between two reads makes a piece that
+  is not UTF-8 on its own). The body is recorded after HTTP de-chunking: the pieces are
+  the bytes as each socket read returned them (for a chunked body, usually one HTTP
+  chunk each), and a replay sends each as one chunk; the chunk-size lines themselves
+  are not kept.
+* The last line: ``end`` is ``"complete"`` when the body ended as its framing says,
+  ``"incomplete"`` when the connection broke or the client gave up first (a replay
+  then breaks off at the same byte); ``bytes`` is the body's length, checked on
+  loading; ``t`` the time of the end.
+
+A file without its last line, a line that is not a JSON object of the expected shape,
+or a ``bytes`` count that does not match is refused with :class:`RecordingError`,
+naming the file and the line.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime
+import http.client
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from socketserver import TCPServer
+from typing import Any, Final, NamedTuple, Optional, Union
+from urllib.parse import urlsplit
+
+__all__ = ["FORMAT", "VERSION", "Piece", "Recorder", "Recording", "RecordingError"]
+
+FORMAT: Final = "alltoken-recording"
+#: The version this module writes and the only one it reads.
+VERSION: Final = 1
+
+_FRAMINGS: Final = ("chunked", "length", "close")
+_REDACTED: Final = b"<redacted>"
+#: Response headers never written, whatever their value.
+_SECRET_HEADERS: Final = frozenset({"authorization", "proxy-authorization", "cookie",
+                                    "set-cookie", "set-cookie2"})
+_SECRET_WORDS: Final = ("key", "token", "secret")
+#: Hop-by-hop headers (RFC 9110 7.6.1): about one connection, never forwarded.
+_HOP_BY_HOP: Final = frozenset({"connection", "keep-alive", "proxy-connection", "te",
+                                "trailer", "transfer-encoding", "upgrade",
+                                "proxy-authenticate", "proxy-authorization"})
+#: A credential shorter than this is not searched for in bodies: replacing every "ab"
+#: would garble the recording and protect nothing.
+_MIN_SECRET: Final = 8
+_READ_SIZE: Final = 65536
+
+
+class RecordingError(ValueError):
+    """A recording file cannot be read: not a recording, an unknown version, truncated
+    or corrupt. ``str()`` names the file and the line."""
+
+
+class Piece(NamedTuple):
+    """One piece of a recorded body: *t* seconds after the request, its *data*."""
+
+    t: float
+    data: bytes
+
+
+def _is_secret_header(name: str) -> bool:
+    lower = name.lower()
+    return lower in _SECRET_HEADERS or any(w in lower for w in _SECRET_WORDS)
+
+
+@dataclass
+class Recording:
+    """A response as received: what :meth:`load` reads and a replay sends.
+
+    Attributes:
+        status: The HTTP status.
+        reason: The reason phrase.
+        headers: ``(name, value)`` pairs as received, secrets left out.
+        framing: ``"chunked"``, ``"length"`` or ``"close"``.
+        pieces: The body as it arrived.
+        complete: Whether the body ended as its framing says.
+        head_time: Seconds from the request to the status line and headers.
+        end_time: Seconds from the request to the end of the body.
+        request: ``{"method", "url", "json"}`` of the request, or None.
+        redacted: The names of the headers left out (and ``"body"`` when a credential
+            was replaced in it).
+        recorded_at: When, as an ISO 8601 UTC time.
+    """
+
+    status: int
+    reason: str = ""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    framing: str = "chunked"
+    pieces: list[Piece] = field(default_factory=list)
+    complete: bool = True
+    head_time: float = 0.0
+    end_time: float = 0.0
+    request: Optional[dict[str, Any]] = None
+    redacted: list[str] = field(default_factory=list)
+    recorded_at: str = ""
+
+    @property
+    def body(self) -> bytes:
+        """The body's bytes, joined."""
+        return b"".join(p.data for p in self.pieces)
+
+    def header(self, name: str) -> Optional[str]:
+        """The last value of header *name* (any case), or None."""
+        lower = name.lower()
+        found = None
+        for key, value in self.headers:
+            if key.lower() == lower:
+                found = value
+        return found
+
+    # -- writing --
+
+    def dumps(self) -> str:
+        """The recording in the version 1 format (see the module docstring)."""
+        head = {"format": FORMAT, "version": VERSION, "recorded_at": self.recorded_at,
+                "request": self.request, "t": round(self.head_time, 6),
+                "status": self.status, "reason": self.reason,
+                "headers": [[k, v] for k, v in self.headers],
+                "redacted": self.redacted, "framing": self.framing}
+        lines = [json.dumps(head, ensure_ascii=False)]
+        total = 0
+        for piece in self.pieces:
+            item: dict[str, Any] = {"t": round(piece.t, 6)}
+            try:
+                item["text"] = piece.data.decode("utf-8")
+            except UnicodeDecodeError:
+                item["b64"] = base64.b64encode(piece.data).decode("ascii")
+            lines.append(json.dumps(item, ensure_ascii=False))
+            total += len(piece.data)
+        lines.append(json.dumps({"t": round(self.end_time, 6),
+                                 "end": "complete" if self.complete else "incomplete",
+                                 "bytes": total}))
+        return "\n".join(lines) + "\n"
+
+    # -- reading --
+
+    @classmethod
+    def load(cls, path: Union[str, os.PathLike[str]]) -> Recording:
+        """Read a recording file.
+
+        Args:
+            path: The file ``alltoken chat --record`` wrote.
+
+        Returns:
+            The recording.
+
+        Raises:
+            RecordingError: the file is not a recording this version can read.
+            OSError: the file cannot be read.
+        """
+        with open(path, "rb") as f:
+            data = f.read()
+        return cls.loads(data, name=os.fspath(path))
+
+    @classmethod
+    def loads(cls, data: Union[bytes, str], *, name: str = "<recording>") -> Recording:
+        """Parse a recording from its text (see :meth:`load`)."""
+        if isinstance(data, bytes):
+            try:
+                data = data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise RecordingError(f"{name}: not a recording (not UTF-8 text at byte "
+                                     f"{exc.start})") from None
+        lines = data.splitlines()
+        if not lines or not lines[0].strip():
+            raise RecordingError(f"{name}: not a recording (the file is empty)")
+        head = _object(name, 1, lines[0])
+        if head.get("format") != FORMAT:
+            raise RecordingError(f"{name}: not an alltoken recording (line 1 has no "
+                                 f'"format": "{FORMAT}")')
+        version = head.get("version")
+        if version != VERSION:
+            raise RecordingError(f"{name}: recording format version {version!r} is not "
+                                 f"supported (this alltoken reads version {VERSION}); "
+                                 "a newer alltoken may read it")
+        rec = cls(status=_field(name, 1, head, "status", int),
+                  reason=_field(name, 1, head, "reason", str, ""),
+                  framing=_field(name, 1, head, "framing", str),
+                  head_time=_time(name, 1, head),
+                  recorded_at=_field(name, 1, head, "recorded_at", str, ""))
+        if rec.framing not in _FRAMINGS:
+            raise RecordingError(f"{name} line 1: framing must be one of "
+                                 f"{', '.join(_FRAMINGS)}, got {rec.framing!r}")
+        headers = _field(name, 1, head, "headers", list, [])
+        for pair in headers:
+            if not (isinstance(pair, list) and len(pair) == 2
+                    and all(isinstance(x, str) for x in pair)):
+                raise RecordingError(f"{name} line 1: headers must be [name, value] "
+                                     f"pairs of strings, got {pair!r:.80}")
+            rec.headers.append((pair[0], pair[1]))
+        request = head.get("request")
+        rec.request = request if isinstance(request, dict) else None
+        redacted = head.get("redacted")
+        rec.redacted = [str(x) for x in redacted] if isinstance(redacted, list) else []
+        for number, line in enumerate(lines[1:], start=2):
+            item = _object(name, number, line)
+            if "end" in item:
+                if number != len(lines):
+                    raise RecordingError(f"{name} line {number}: the end line is "
+                                         "followed by more lines")
+                end = item["end"]
+                if end not in ("complete", "incomplete"):
+                    raise RecordingError(f"{name} line {number}: end must be "
+                                         f"'complete' or 'incomplete', got {end!r:.40}")
+                rec.complete = end == "complete"
+                rec.end_time = _time(name, number, item)
+                size = _field(name, number, item, "bytes", int)
+                got = sum(len(p.data) for p in rec.pieces)
+                if size != got:
+                    raise RecordingError(f"{name}: the body is {got} bytes but the end "
+                                         f"line says {size}: the file is corrupt")
+                return rec
+            rec.pieces.append(Piece(_time(name, number, item), _data(name, number, item)))
+        raise RecordingError(f"{name}: the recording ends at line {len(lines)} without "
+                             "its end line: the file is truncated")
+
+
+def _object(name: str, number: int, line: str) -> dict[str, Any]:
+    try:
+        value = json.loads(line)
+    except ValueError as exc:
+        raise RecordingError(f"{name} line {number}: not JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise RecordingError(f"{name} line {number}: expected a JSON object, got "
+                             f"{line!r:.60}")
+    return value
+
+
+_MISSING: Final[Any] = object()
+
+
+def _field(name: str, number: int, obj: dict[str, Any], key: str, kind: type,
+           default: Any = _MISSING) -> Any:
+    value = obj.get(key, default)
+    if value is _MISSING:
+        raise RecordingError(f"{name} line {number}: {key!r} is missing")
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise RecordingError(f"{name} line {number}: {key!r} must be "
+                             f"{'a number' if kind is int else 'a ' + kind.__name__}, "
+                             f"got {value!r:.60}")
+    return value
+
+
+def _time(name: str, number: int, obj: dict[str, Any]) -> float:
+    t = obj.get("t")
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not t >= 0:
+        raise RecordingError(f"{name} line {number}: 't' must be seconds (a number "
+                             f">= 0), got {t!r:.40}")
+    return float(t)
+
+
+def _data(name: str, number: int, item: dict[str, Any]) -> bytes:
+    if isinstance(item.get("text"), str):
+        try:
+            return item["text"].encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate from a \\ud83d escape
+            raise RecordingError(f"{name} line {number}: 'text' is not UTF-8 text "
+                                 "(use 'b64')") from None
+    if isinstance(item.get("b64"), str):
+        try:
+            return base64.b64decode(item["b64"], validate=True)
+        except ValueError:
+            raise RecordingError(f"{name} line {number}: 'b64' is not valid "
+                                 "base64") from None
+    raise RecordingError(f"{name} line {number}: expected 'text' or 'b64' (or 'end')")
+
+
+# -- secrets -------------------------------------------------------------------------
+
+
+def _credentials(headers: Iterable[tuple[str, str]]) -> set[bytes]:
+    """The credentials a request carries: the whole value and the token of
+    ``Authorization``-like headers, and the values of headers named like a secret."""
+    found: set[bytes] = set()
+    for name, value in headers:
+        if not _is_secret_header(name):
+            continue
+        candidates = [value.strip()]
+        scheme, _, token = value.strip().partition(" ")
+        if token:
+            candidates.append(token.strip())
+        if scheme.lower() == "basic":
+            with contextlib.suppress(ValueError):
+                decoded = base64.b64decode(token.strip(), validate=True).decode("latin-1")
+                candidates += [decoded, decoded.partition(":")[2]]
+        for c in candidates:
+            if len(c) >= _MIN_SECRET:
+                found.add(c.encode("latin-1", "replace"))
+    return found
+
+
+def _scrub(pieces: list[Piece], secrets: set[bytes]) -> tuple[list[Piece], bool]:
+    """*pieces* with every secret replaced; pieces a secret straddles are merged first.
+    Returns the pieces and whether anything was replaced."""
+    body = b"".join(p.data for p in pieces)
+    spans = []
+    for secret in secrets:
+        start = body.find(secret)
+        while start >= 0:
+            spans.append((start, start + len(secret)))
+            start = body.find(secret, start + 1)
+    if not spans:
+        return pieces, False
+    merged: list[Piece] = []
+    offset = 0
+    for piece in pieces:
+        start, offset = offset, offset + len(piece.data)
+        # Join this piece to the previous one when a secret spans their boundary.
+        if merged and any(a < start < b for a, b in spans):
+            last = merged.pop()
+            piece = Piece(piece.t, last.data + piece.data)
+        merged.append(piece)
+    out = []
+    for piece in merged:
+        data = piece.data
+        for secret in sorted(secrets, key=len, reverse=True):
+            data = data.replace(secret, _REDACTED)
+        out.append(Piece(piece.t, data))
+    return out, True
+
+
+def _scrub_text(text: str, secrets: set[bytes]) -> str:
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret.decode("latin-1"), _REDACTED.decode())
+    return text
+
+
+# -- the recording proxy ---------------------------------------------------------------
+
+
+class _Exchange:
+    """One request forwarded and its response, while it is recorded."""
+
+    def __init__(self, secrets: set[bytes], request: dict[str, Any]) -> None:
+        self.secrets = secrets
+        self.request = request
+        self.started = time.monotonic()
+        self.recorded_at = datetime.datetime.now(datetime.timezone.utc).strftime(
+            "%Y-%m-%dT%H:%M:%SZ")
+        self.recording: Optional[Recording] = None
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def finish(self, complete: bool) -> Recording:
+        rec = self.recording
+        assert rec is not None
+        rec.complete = complete
+        rec.end_time = self.elapsed()
+        return rec
+
+
+class Recorder:
+    """A recording forwarding proxy on 127.0.0.1 for one upstream base URL.
+
+    Args:
+        upstream: The real base URL (``http://`` or ``https://``).
+        timeout: Seconds for connecting to the upstream server and for each read.
+        ssl_context: For an ``https`` upstream (default: ``ssl.create_default_context()``,
+            which verifies certificates).
+
+    Attributes:
+        recording: The last response recorded (None before one's headers arrived),
+            credentials already removed.
+        error: Why the last upstream request failed (None when it did not).
+    """
+
+    def __init__(self, upstream: str, *, timeout: Optional[float] = 60.0,
+                 ssl_context: Any = None) -> None:
+        parts = urlsplit(upstream)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"cannot record from {upstream!r}: not an http(s) URL")
+        self.scheme = parts.scheme
+        self.host = parts.hostname
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.prefix = parts.path.rstrip("/")
+        self.timeout = timeout
+        self._ssl_context = ssl_context
+        self.recording: Optional[Recording] = None
+        self.error: Optional[str] = None
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        self._sockets: set[socket.socket] = set()
+        self._threads: list[threading.Thread] = []
+        self._httpd: Optional[_ProxyServer] = None
+        self._thread: Optional[threading.Thread] = None
+
+    @property
+    def upstream_origin(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = 443 if self.scheme == "https" else 80
+        port = "" if self.port == default else f":{self.port}"
+        return f"{self.scheme}://{host}{port}"
+
+    @property
+    def base_url(self) -> str:
+        """The URL to point the client at: the upstream's path on the local port."""
+        if self._httpd is None:
+            raise RuntimeError("the recorder is not started")
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}{self.prefix}"
+
+    def start(self) -> Recorder:
+        """Listen on a free loopback port and serve in a thread.
+
+        Raises:
+            OSError: no port could be bound.
+        """
+        httpd = _ProxyServer(("127.0.0.1", 0), _ProxyHandler)
+        httpd.owner = self
+        self._httpd = httpd
+        self._thread = threading.Thread(target=httpd.serve_forever,
+                                        kwargs={"poll_interval": 0.05},
+                                        name="alltoken-recorder", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Stop; end every forwarded request still running (the upstream one too) and
+        join the threads. The recording of a response cut off here is incomplete."""
+        httpd, self._httpd = self._httpd, None
+        if httpd is None:
+            return
+        self._closing.set()
+        httpd.shutdown()
+        with self._lock:
+            socks = list(self._sockets)
+        for sock in socks:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        httpd.server_close()
+        with self._lock:
+            threads, self._threads = self._threads, []
+        for thread in threads:
+            thread.join()
+        if self._thread is not None:
+            self._thread.join()
+
+    def __enter__(self) -> Recorder:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def dumps(self) -> Optional[str]:
+        """The last recording as file text, or None when nothing was recorded."""
+        rec = self.recording
+        return rec.dumps() if rec is not None else None
+
+    # -- used by the handler --
+
+    def _track(self, sock: Optional[socket.socket], add: bool) -> None:
+        if sock is None:
+            return
+        with self._lock:
+            if add:
+                self._sockets.add(sock)
+            else:
+                self._sockets.discard(sock)
+        if add and self._closing.is_set():
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self.scheme == "https":
+            context = self._ssl_context
+            if context is None:
+                import ssl
+
+                context = ssl.create_default_context()
+            return http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout,
+                                               context=context)
+        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+
+    def _store(self, exchange: _Exchange, complete: bool) -> None:
+        rec = exchange.finish(complete)
+        pieces, replaced = _scrub(rec.pieces, exchange.secrets)
+        rec.pieces = pieces
+        if replaced and "body" not in rec.redacted:
+            rec.redacted.append("body")
+        with self._lock:
+            self.recording = rec
+
+
+class _ProxyServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    owner: Recorder
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind does a reverse DNS lookup (socket.getfqdn()) that can
+        # take seconds without a network; the name is never used.
+        TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        thread = threading.Thread(target=self.process_request_thread,
+                                  args=(request, client_address),
+                                  name="alltoken-recorder-connection", daemon=True)
+        with self.owner._lock:
+            self.owner._threads = [t for t in self.owner._threads if t.is_alive()]
+            self.owner._threads.append(thread)
+        thread.start()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass
+
+
+class _Broken(Exception):
+    """The client or the upstream connection broke: close the client's connection."""
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _ProxyServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def setup(self) -> None:
+        super().setup()
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.owner._track(self.connection, True)
+
+    def finish(self) -> None:
+        with contextlib.suppress(OSError):
+            super().finish()
+        self.server.owner._track(self.connection, False)
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except (_Broken, OSError, http.client.HTTPException):
+            self.close_connection = True
+
+    def do_POST(self) -> None:
+        self._forward()
+
+    do_GET = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_POST
+
+    def _read_body(self) -> bytes:
+        if (self.headers.get("Transfer-Encoding") or "").lower() == "chunked":
+            parts = []
+            while True:
+                size = int(self.rfile.readline(1024).split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(parts)
+                parts.append(self.rfile.read(size + 2)[:-2])
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def _forward(self) -> None:
+        owner = self.server.owner
+        body = self._read_body()
+        headers = [(k, v) for k, v in self.headers.items()
+                   if k.lower() not in _HOP_BY_HOP and k.lower() not in ("host",
+                                                                          "content-length")]
+        secrets = _credentials(self.headers.items())
+        try:
+            parsed = json.loads(body) if body else None
+        except ValueError:
+            parsed = None
+        path = urlsplit(self.path).path
+        request = {"method": self.command, "url": owner.upstream_origin + path,
+                   "json": parsed}
+        if secrets:
+            request = json.loads(_scrub_text(json.dumps(request), secrets))
+        exchange = _Exchange(secrets, request)
+        upstream = owner._connection()
+        try:
+            try:
+                upstream.putrequest(self.command, self.path, skip_host=False,
+                                    skip_accept_encoding=True)
+                for name, value in headers:
+                    upstream.putheader(name, value)
+                if body or self.command in ("POST", "PUT", "PATCH"):
+                    upstream.putheader("Content-Length", str(len(body)))
+                upstream.endheaders()
+                owner._track(upstream.sock, True)
+                if body:
+                    upstream.send(body)
+                resp = upstream.getresponse()
+            except (OSError, http.client.HTTPException) as exc:
+                owner.error = _describe(exc, owner.upstream_origin)
+                raise _Broken from exc
+            owner.error = None
+            self._relay(resp, exchange)
+        finally:
+            owner._track(upstream.sock, False)
+            upstream.close()
+
+    def _relay(self, resp: http.client.HTTPResponse, exchange: _Exchange) -> None:
+        owner = self.server.owner
+        no_body = self.command == "HEAD" or resp.status in (204, 304) or resp.status < 200
+        if resp.chunked:
+            framing = "chunked"
+        elif resp.length is not None or no_body:
+            framing = "length"
+        else:
+            framing = "close"
+        kept: list[tuple[str, str]] = []
+        redacted: list[str] = []
+        secrets = exchange.secrets
+        for name, value in resp.getheaders():
+            if _is_secret_header(name) or any(s in value.encode("latin-1", "replace")
+                                              for s in secrets):
+                redacted.append(name)
+            else:
+                kept.append((name, value))
+        exchange.recording = Recording(
+            status=resp.status, reason=resp.reason or "", headers=kept, framing=framing,
+            head_time=exchange.elapsed(), request=exchange.request, redacted=redacted,
+            recorded_at=exchange.recorded_at, complete=False)
+        owner._store(exchange, complete=False)  # the head alone, until the body ends
+        self.send_response_only(resp.status, resp.reason)
+        for name, value in resp.getheaders():
+            if name.lower() not in _HOP_BY_HOP:
+                self.send_header(name, value)
+        if framing == "chunked":
+            self.send_header("Transfer-Encoding", "chunked")
+        elif framing == "close":
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if no_body:
+            owner._store(exchange, complete=True)
+            return
+        chunked = framing == "chunked"
+        complete = False
+        try:
+            while True:
+                try:
+                    piece = resp.read1(_READ_SIZE)
+                except (OSError, http.client.HTTPException) as exc:
+                    if not owner._closing.is_set():
+                        owner.error = _describe(exc, owner.upstream_origin)
+                    break
+                if not piece:
+                    complete = not owner._closing.is_set()
+                    break
+                exchange.recording.pieces.append(Piece(exchange.elapsed(), piece))
+                try:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked
+                                     else piece)
+                    self.wfile.flush()
+                except OSError:
+                    break  # the client went away (an abort): stop, the upstream too
+        finally:
+            # Stored before the client can see the end, so that a command that has read
+            # the whole answer always finds its recording complete.
+            owner._store(exchange, complete=complete)
+        if not complete:
+            raise _Broken
+        if chunked:
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        if framing == "close":
+            self.close_connection = True
+
+
+def _describe(exc: BaseException, origin: str) -> str:
+    reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
+    return f"{origin}: {reason or type(exc).__name__}"
+
