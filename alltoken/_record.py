@@ -308,15 +308,17 @@ def _time(name: str, number: int, obj: dict[str, Any]) -> float:
 
 
 def _data(name: str, number: int, item: dict[str, Any]) -> bytes:
-    if isinstance(item.get("text"), str):
+    text = item.get("text")
+    if isinstance(text, str):
         try:
-            return item["text"].encode("utf-8")
+            return text.encode("utf-8")
         except UnicodeEncodeError:  # a lone surrogate from a \\ud83d escape
             raise RecordingError(f"{name} line {number}: 'text' is not UTF-8 text "
                                  "(use 'b64')") from None
-    if isinstance(item.get("b64"), str):
+    b64 = item.get("b64")
+    if isinstance(b64, str):
         try:
-            return base64.b64decode(item["b64"], validate=True)
+            return base64.b64decode(b64, validate=True)
         except ValueError:
             raise RecordingError(f"{name} line {number}: 'b64' is not valid "
                                  "base64") from None
@@ -600,7 +602,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes:
         if (self.headers.get("Transfer-Encoding") or "").lower() == "chunked":
-            parts = []
+            parts: list[bytes] = []
             while True:
                 size = int(self.rfile.readline(1024).split(b";")[0].strip() or b"0", 16)
                 if size == 0:
