@@ -73,6 +73,7 @@ import http.client
 import json
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -645,12 +646,27 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 resp = upstream.getresponse()
             except (OSError, http.client.HTTPException) as exc:
                 owner.error = _describe(exc, owner.upstream_origin)
+                if _is_certificate_error(exc):
+                    # Not retryable, as the client itself would treat it: an answer
+                    # the client does not retry, rather than a hang-up it would.
+                    self._refuse(owner.error)
+                    return
                 raise _Broken from exc
             owner.error = None
             self._relay(resp, exchange)
         finally:
             owner._track(upstream.sock, False)
             upstream.close()
+
+    def _refuse(self, message: str) -> None:
+        body = json.dumps({"error": {"message": message, "type": "recorder_error",
+                                     "code": 495}}).encode()
+        self.send_response_only(495, "SSL Certificate Error")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.wfile.flush()
 
     def _relay(self, resp: http.client.HTTPResponse, exchange: _Exchange) -> None:
         owner = self.server.owner
@@ -720,7 +736,14 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self.close_connection = True
 
 
+def _is_certificate_error(exc: BaseException) -> bool:
+    ssl = sys.modules.get("ssl")
+    return ssl is not None and isinstance(exc, ssl.SSLCertVerificationError)
+
+
 def _describe(exc: BaseException, origin: str) -> str:
+    if _is_certificate_error(exc):
+        return f"{origin}: certificate verify failed: {getattr(exc, 'verify_message', '')}"
     reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
     return f"{origin}: {reason or type(exc).__name__}"
 

@@ -286,7 +286,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _serve(args)
         return _chat(args, out, err)
     except _Exit as exc:
-        _say(err.stream, exc.message)
+        if exc.message:
+            _say(err.stream, exc.message)
         return exc.code
     except KeyboardInterrupt:  # before the request (reading stdin), or a second Ctrl-C
         _say(err.stream, "alltoken: interrupted")
@@ -533,7 +534,8 @@ def _recorded(client: AllToken, body: dict[str, Any], args: argparse.Namespace,
               out: Output, err: Output) -> int:
     """:func:`_stream` through a recording proxy (:mod:`alltoken._record`); the
     response is saved to ``--record FILE`` even when the request failed or was
-    interrupted (the recording then says it is incomplete)."""
+    interrupted (the recording then says it is incomplete), and the line saying so
+    comes after the error's."""
     from ._record import Recorder
 
     path = args.record
@@ -542,6 +544,7 @@ def _recorded(client: AllToken, body: dict[str, Any], args: argparse.Namespace,
         target = open(partial, "w", encoding="utf-8", newline="\n")
     except OSError as exc:
         raise _Exit(1, f"alltoken: error: cannot record: {_reason(exc)}") from None
+    failure: Optional[_Exit] = None
     try:
         try:
             recorder = Recorder(client.base_url, timeout=args.timeout).start()
@@ -554,9 +557,12 @@ def _recorded(client: AllToken, body: dict[str, Any], args: argparse.Namespace,
                           timeout=args.timeout, proxy=False) as through:
                 return _stream(through, body, args, out, err)
         except _Exit as exc:
+            failure = exc
             if exc.code == 1 and recorder.error and recorder.recording is None:
-                raise _Exit(1, f"alltoken: APIConnectionError: {recorder.error}") from None
-            raise
+                # The client only saw the recorder hang up; this is what happened.
+                failure = _Exit(1, f"alltoken: APIConnectionError: {recorder.error}")
+            _say(err.stream, failure.message)
+            raise _Exit(failure.code) from None
         finally:
             recorder.close()
             text = recorder.dumps()
@@ -564,7 +570,7 @@ def _recorded(client: AllToken, body: dict[str, Any], args: argparse.Namespace,
                 target.write(text)
                 target.close()
                 os.replace(partial, path)
-                if not args.quiet:
+                if not args.quiet or failure is not None:
                     rec = recorder.recording
                     assert rec is not None
                     state = "" if rec.complete else " (incomplete)"

@@ -8,15 +8,20 @@ import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
 
 import pytest
+
+# The certificates and the HTTPS server of the TLS tests (skipped without openssl).
+from test_tls_proxy import certs, https_server  # noqa: F401
 
 import alltoken
 from alltoken import testing as t
@@ -291,29 +296,48 @@ class TestSecrets:
 
 
 class TestPace:
-    def test_original_pace_keeps_the_gaps_and_none_drops_them(
+    def test_original_pace_keeps_the_timing_and_none_drops_it(
             self, server: t.LocalServer, tmp_path: Path) -> None:
         path = tmp_path / "slow.jsonl"
-        steps = [fixed_chunk({"content": "a"}), t.sleep(0.6), fixed_chunk({"content": "b"}),
-                 t.done()]
-        server.enqueue(stream_reply(steps))
-        assert record(server, path, "-q").returncode == 0
+        gate = threading.Event()
+        server.enqueue(stream_reply([fixed_chunk({"content": "a"}), t.wait(gate, 30),
+                                     fixed_chunk({"content": "b"}), t.done()]))
+        env = clean_env({"ALLTOKEN_API_KEY": KEY, "ALLTOKEN_BASE_URL": server.base_url})
+        proc = subprocess.Popen([sys.executable, "-m", "alltoken", "chat", "hi", "-m", "m",
+                                 "-q", "--record", str(path)], cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            assert proc.stdout is not None and proc.stdout.read(1) == b"a"
+            time.sleep(0.8)  # the pause being recorded, not a wait for something
+            gate.set()
+            proc.communicate(timeout=10)
+        finally:
+            gate.set()
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        assert proc.returncode == 0
         rec = Recording.load(path)
-        gap = rec.pieces[-1].t - rec.pieces[0].t
-        assert gap >= 0.6
+        b_piece = next(p for p in rec.pieces if b'"b"' in p.data)
+        assert b_piece.t - rec.pieces[0].t >= 0.8
 
-        def gap_when_replayed(pace: str) -> float:
+        def seconds_to_b(pace: str) -> float:
             with t.LocalServer(pace=0) as replayer:
                 replayer.enqueue(t.ReplayReply.load(path, pace=pace))
                 with alltoken.AllToken(api_key="k", base_url=replayer.base_url,
                                        proxy=False) as client:
-                    times = [time.monotonic() for _ in client.chat.completions.create(
-                        model="m", messages=[{"role": "user", "content": "x"}],
-                        stream=True)]
-            return times[-1] - times[0]
+                    started = time.monotonic()
+                    for chunk in client.chat.completions.create(
+                            model="m", messages=[{"role": "user", "content": "x"}],
+                            stream=True):
+                        if chunk.choices and chunk.choices[0].delta.content == "b":
+                            return time.monotonic() - started
+            raise AssertionError("no b")
 
-        assert gap_when_replayed("original") >= 0.5
-        assert gap_when_replayed("none") < 0.3
+        # The server holds "b" until its recorded time after the request arrived, which
+        # is after the client started it: a lower bound whatever the machine's load.
+        assert seconds_to_b("original") >= b_piece.t
+        assert seconds_to_b("none") < b_piece.t
 
     def test_pace_must_be_none_or_original(self) -> None:
         with pytest.raises(ValueError, match="pace must be 'none' or 'original'"):
@@ -419,3 +443,66 @@ class TestRecorderFailures:
         assert got["text"] == "Hello, wörld ✓"
         assert recorder.recording is not None and recorder.recording.complete
         assert KEY not in (recorder.dumps() or "")
+
+
+class TestInterrupt:
+    def test_ctrl_c_keeps_an_incomplete_recording_and_ends_the_upstream_request(
+            self, server: t.LocalServer, tmp_path: Path) -> None:
+        path = tmp_path / "cut.jsonl"
+        gate = threading.Event()
+        server.enqueue(stream_reply([fixed_chunk({"content": "partial answer"}),
+                                     t.wait(gate, 30), fixed_chunk({"content": "never"}),
+                                     t.done()]))
+        env = clean_env({"ALLTOKEN_API_KEY": KEY, "ALLTOKEN_BASE_URL": server.base_url})
+        proc = subprocess.Popen([sys.executable, "-m", "alltoken", "chat", "hi", "-m", "m",
+                                 "--record", str(path)], cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.read(len("partial answer")) == b"partial answer"
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=10)
+            server.wait_for_connections(0)  # the recorder closed the upstream request
+        finally:
+            gate.set()
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        assert proc.returncode == 130, err
+        assert b"(incomplete)" in err
+        rec = Recording.load(path)
+        assert not rec.complete and b"partial answer" in rec.body and b"never" not in rec.body
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+class TestHTTPS:
+    def test_an_https_server_is_recorded_with_verification(
+            self, https_server: t.LocalServer, certs: Path,  # noqa: F811
+            tmp_path: Path) -> None:
+        path = tmp_path / "tls.jsonl"
+        https_server.enqueue(stream_reply())
+        env = clean_env({"ALLTOKEN_API_KEY": KEY, "ALLTOKEN_BASE_URL": https_server.base_url,
+                         "SSL_CERT_FILE": str(certs / "ca.pem")})
+        r = subprocess.run([sys.executable, "-m", "alltoken", "chat", "hi", "-m", "m", "-q",
+                            "--record", str(path)], cwd=ROOT, env=env, capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == "Hello, wörld ✓\n"
+        rec = Recording.load(path)
+        assert rec.complete and rec.request is not None
+        assert rec.request["url"].startswith("https://127.0.0.1:")
+
+    def test_an_unknown_certificate_authority_is_refused(
+            self, https_server: t.LocalServer,  # noqa: F811
+            tmp_path: Path) -> None:
+        path = tmp_path / "tls.jsonl"
+        env = clean_env({"ALLTOKEN_API_KEY": KEY, "ALLTOKEN_BASE_URL": https_server.base_url})
+        env.pop("SSL_CERT_FILE", None)
+        r = subprocess.run([sys.executable, "-m", "alltoken", "chat", "hi", "-m", "m",
+                            "--record", str(path)], cwd=ROOT, env=env, capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 1
+        assert "APIConnectionError: https://127.0.0.1:" in r.stderr
+        assert "certificate verify failed" in r.stderr
+        assert "retrying" not in r.stderr  # as without --record: not worth a retry
+        assert not path.exists() and https_server.requests == []
