@@ -103,6 +103,9 @@ _HOP_BY_HOP: Final = frozenset({"connection", "keep-alive", "proxy-connection", 
 #: would garble the recording and protect nothing.
 _MIN_SECRET: Final = 8
 _READ_SIZE: Final = 65536
+#: How long :meth:`Recorder.close` waits for its threads; only one still connecting
+#: to the server takes more than milliseconds.
+_CLOSE_WAIT: Final = 2.0
 
 
 class RecordingError(ValueError):
@@ -491,8 +494,12 @@ class Recorder:
         httpd.server_close()
         with self._lock:
             threads, self._threads = self._threads, []
+        # A request still connecting to the server cannot be interrupted (http.client
+        # has no socket to shut down before connect() returns): it is left to its
+        # connect timeout in its daemon thread rather than waited for.
+        deadline = time.monotonic() + _CLOSE_WAIT
         for thread in threads:
-            thread.join()
+            thread.join(max(0.0, deadline - time.monotonic()))
         if self._thread is not None:
             self._thread.join()
 

@@ -27,11 +27,13 @@ terminal's own line editing. Nothing is written to disk.
 from __future__ import annotations
 
 import argparse
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
+from . import AbortedError, AllTokenError  # the public API only: the client is behind it
 from ._cli_render import Output
-from ._client import AllToken
-from ._errors import AbortedError, AllTokenError
+
+if TYPE_CHECKING:
+    from . import AllToken
 
 __all__ = ["Conversation", "run"]
 
@@ -113,6 +115,10 @@ class _Session:
             except KeyboardInterrupt:  # Ctrl-C at the prompt: drop the line
                 self.out.write("\n")
                 continue
+            except UnicodeDecodeError as exc:
+                self.note(f"not sent: the line is not {exc.encoding} text (byte "
+                          f"0x{exc.object[exc.start]:02x} at offset {exc.start})")
+                continue
             try:
                 if not self.handle(line):
                     return 0
@@ -132,11 +138,13 @@ class _Session:
         text = line.strip()
         if not text:
             return True
-        if text.startswith("//"):
-            return self.ask(line.lstrip()[1:])
-        if text.startswith("/"):
+        if text.startswith("/") and not text.startswith("//"):
             return self.command(text)
-        return self.ask(line)
+        problem = _not_text(line)
+        if problem:
+            self.note(f"not sent: {problem}")
+            return True
+        return self.ask(line.lstrip()[1:] if text.startswith("//") else line)
 
     def command(self, text: str) -> bool:
         name, _, rest = text.partition(" ")
@@ -201,6 +209,21 @@ class _Session:
         if answer:
             self.conversation.add_turn(prompt, answer)
         return True
+
+
+def _not_text(line: str) -> Optional[str]:
+    """Why *line* cannot be sent, or None. Python reads bytes that are not in the
+    terminal's encoding as lone surrogates (``surrogateescape``, under the C locale or
+    UTF-8 mode); as JSON they would reach the model as garbage."""
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = ord(line[exc.start])
+        what = (f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF
+                else f"U+{code:04X}")
+        return (f"the line is not text in the terminal's encoding ({what} at character "
+                f"{exc.start})")
+    return None
 
 
 def run(client: AllToken, conversation: Conversation, args: argparse.Namespace,

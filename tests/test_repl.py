@@ -95,8 +95,8 @@ class Terminal:
                                 f"the terminal shows {bytes(self.seen[self.pos:])!r}")
                 self._changed.wait(left)
 
-    def type(self, keys: str) -> None:
-        os.write(self.master, keys.encode())
+    def type(self, keys: Union[str, bytes]) -> None:
+        os.write(self.master, keys.encode() if isinstance(keys, str) else keys)
 
     def wait(self, timeout: float = 10) -> int:
         code = self.proc.wait(timeout)
@@ -274,6 +274,22 @@ class TestTurns:
         term.expect(PROMPT)
         term.type("hello\r")
         term.expect("I am the offline model")
+        term.expect(PROMPT)
+        term.type("\x04")
+        assert term.wait() == 0
+
+
+    def test_a_line_that_is_not_text_is_not_sent(
+            self, server: t.LocalServer, terminals: list[Terminal]) -> None:
+        server.enqueue(t.StreamReply([t.content("ok"), t.done()]))
+        term = chat(terminals, "-m", "m", "-q", server=server, readline=False)
+        term.expect(PROMPT)
+        term.type(b"caf\xe9\r")  # Latin-1 on a UTF-8 terminal
+        term.expect(r"not sent: .*0xe9")
+        term.expect(PROMPT)
+        term.type("caf\u00e9\r")
+        term.expect("ok")
+        assert messages(server) == [("user", "caf\u00e9")]
         term.expect(PROMPT)
         term.type("\x04")
         assert term.wait() == 0
