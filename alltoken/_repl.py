@@ -27,13 +27,10 @@ terminal's own line editing. Nothing is written to disk.
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
-from . import AbortedError, AllTokenError  # the public API only: the client is behind it
+from . import AbortedError, AllToken, AllTokenError  # the public API: not the modules
 from ._cli_render import Output
-
-if TYPE_CHECKING:
-    from . import AllToken
 
 __all__ = ["Conversation", "run"]
 

@@ -25,7 +25,8 @@ from test_tls_proxy import certs, https_server  # noqa: F401
 
 import alltoken
 from alltoken import testing as t
-from alltoken._record import Piece, Recorder, Recording, RecordingError
+from alltoken._record import Recorder
+from alltoken.testing import Piece, Recording, RecordingError
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "sk-record-secret-0123456789"
