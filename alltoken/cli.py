@@ -2,7 +2,10 @@
 
 Layer 4. Uses the public client API; ``--offline`` and ``serve`` use
 :mod:`alltoken.testing`, imported only when asked for. What is printed while a stream
-runs lives in :mod:`alltoken._cli_render`.
+runs lives in :mod:`alltoken._cli_render`; the interactive conversation (``chat``
+without a prompt on a terminal) in :mod:`alltoken._repl`; the recording proxy of
+``chat --record FILE`` in :mod:`alltoken._record` (``serve --replay FILE`` sends a
+recording back through :class:`alltoken.testing.ReplayReply`).
 
 Exit codes: 0 success (also when the reader of stdout went away, ``| head``), 1 an API,
 network or output error (one line on stderr, no traceback), 2 a usage error (one line),
@@ -109,7 +112,11 @@ def _pace(text: str) -> float:
 def _serve_pace(text: str) -> Union[float, str]:
     if text in ("original", "none"):
         return text
-    return _pace(text)
+    try:
+        return _pace(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected seconds, 'original' or 'none', got {text!r}") from None
 
 
 def _port(text: str) -> int:
