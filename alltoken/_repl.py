@@ -107,10 +107,10 @@ class _Session:
             try:
                 line = self.read_line()
             except EOFError:  # Ctrl-D
-                self.out.write("\n")
+                self.end_prompt_line()
                 return 0
             except KeyboardInterrupt:  # Ctrl-C at the prompt: drop the line
-                self.out.write("\n")
+                self.end_prompt_line()
                 continue
             except UnicodeDecodeError as exc:
                 self.note(f"not sent: the line is not {exc.encoding} text (byte "
@@ -123,6 +123,11 @@ class _Session:
                 # A Ctrl-C just outside an answer's own handling (between the end of
                 # the stream and the next prompt): it cancels nothing more.
                 self.out.write("\n")
+
+    def end_prompt_line(self) -> None:
+        """End the prompt's line where the prompt went (an answer in a file stays
+        clean)."""
+        (self.out if self.prompt_on_stdout else self.err).write("\n")
 
     def read_line(self) -> str:
         if self.prompt_on_stdout:

@@ -42,7 +42,8 @@ sys.exit(main(sys.argv[2:]))
 class Terminal:
     """The command line on a pseudo-terminal: :meth:`type` keys, :meth:`expect` output."""
 
-    def __init__(self, args: list[str], env: dict[str, str], *, readline: bool = True) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], *, readline: bool = True,
+                 stdout: Optional[int] = None) -> None:
         try:
             self.master, slave = pty.openpty()
         except OSError as exc:
@@ -55,7 +56,8 @@ class Terminal:
         full_env.update({"TERM": "dumb", "PYTHONUTF8": "1", **env})
         self.proc = subprocess.Popen(
             [sys.executable, "-c", _CHILD, "readline" if readline else "no-readline", *args],
-            cwd=ROOT, env=full_env, stdin=slave, stdout=slave, stderr=slave,
+            cwd=ROOT, env=full_env, stdin=slave, stdout=slave if stdout is None else stdout,
+            stderr=slave,
             start_new_session=True)
         os.close(slave)
         self.seen = bytearray()
@@ -126,11 +128,12 @@ def terminals() -> Iterator[list[Terminal]]:
 
 
 def chat(terminals: list[Terminal], *args: str, server: Optional[t.LocalServer] = None,
-         readline: bool = True, env: Optional[dict[str, str]] = None) -> Terminal:
+         readline: bool = True, env: Optional[dict[str, str]] = None,
+         stdout: Optional[int] = None) -> Terminal:
     full_env = dict(env or {})
     if server is not None:
         full_env.update({"ALLTOKEN_API_KEY": KEY, "ALLTOKEN_BASE_URL": server.base_url})
-    term = Terminal(["chat", *args], full_env, readline=readline)
+    term = Terminal(["chat", *args], full_env, readline=readline, stdout=stdout)
     terminals.append(term)
     return term
 
@@ -293,6 +296,18 @@ class TestTurns:
         term.expect(PROMPT)
         term.type("\x04")
         assert term.wait() == 0
+
+
+    def test_with_stdout_in_a_file_the_file_gets_only_the_answers(
+            self, terminals: list[Terminal], tmp_path: Path) -> None:
+        with open(tmp_path / "answers.txt", "wb") as f:
+            term = chat(terminals, "--offline", "-m", "echo", "-q", stdout=f.fileno())
+        term.expect(PROMPT)  # the prompt goes to the terminal on stderr
+        term.type("one two\r")
+        term.expect(PROMPT)
+        term.type("\x04")
+        assert term.wait() == 0
+        assert (tmp_path / "answers.txt").read_text() == "one two\n"
 
 
 class TestNotATerminal:
