@@ -122,7 +122,7 @@ class _Session:
             except KeyboardInterrupt:
                 # A Ctrl-C just outside an answer's own handling (between the end of
                 # the stream and the next prompt): it cancels nothing more.
-                self.out.write("\n")
+                self.end_prompt_line()
 
     def end_prompt_line(self) -> None:
         """End the prompt's line where the prompt went (an answer in a file stays
