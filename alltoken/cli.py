@@ -2,7 +2,10 @@
 
 Layer 4. Uses the public client API; ``--offline`` and ``serve`` use
 :mod:`alltoken.testing`, imported only when asked for. What is printed while a stream
-runs lives in :mod:`alltoken._cli_render`.
+runs lives in :mod:`alltoken._cli_render`; the interactive conversation (``chat``
+without a prompt on a terminal) in :mod:`alltoken._repl`; the recording proxy of
+``chat --record FILE`` in :mod:`alltoken._record` (``serve --replay FILE`` sends a
+recording back through :class:`alltoken.testing.ReplayReply`).
 
 Exit codes: 0 success (also when the reader of stdout went away, ``| head``), 1 an API,
 network or output error (one line on stderr, no traceback), 2 a usage error (one line),
@@ -28,18 +31,22 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import contextlib
 import math
 import os
 import signal as signals
 import sys
 import threading
 from collections.abc import Sequence
-from typing import IO, Any, NoReturn, Optional, Union
+from typing import IO, TYPE_CHECKING, Any, NoReturn, Optional, Union
 
 from ._cli_render import JSONRenderer, Output, OutputError, TextRenderer, wants_escapes
 from ._client import AllToken
 from ._errors import AbortedError, AllTokenError
 from ._version import __version__
+
+if TYPE_CHECKING:
+    from ._repl import Conversation
 
 __all__ = ["main"]
 
@@ -102,6 +109,16 @@ def _pace(text: str) -> float:
     return value
 
 
+def _serve_pace(text: str) -> Union[float, str]:
+    if text in ("original", "none"):
+        return text
+    try:
+        return _pace(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected seconds, 'original' or 'none', got {text!r}") from None
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -118,9 +135,14 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    chat = sub.add_parser("chat", help="stream an answer to a prompt",
-                          description="Stream an answer to stdout; reasoning goes to stderr.")
-    chat.add_argument("prompt", help="the prompt, or - to read it from stdin")
+    chat = sub.add_parser(
+        "chat", help="stream an answer to a prompt, or hold a conversation",
+        description="Stream an answer to stdout; reasoning goes to stderr. Without a "
+                    "prompt on a terminal, start a conversation (/help lists its "
+                    "commands; Ctrl-C stops an answer, Ctrl-D exits).")
+    chat.add_argument("prompt", nargs="?", default=None,
+                      help="the prompt, or - to read it from stdin; leave it out on a "
+                           "terminal for a conversation")
     chat.add_argument("-m", "--model", default=os.environ.get("ALLTOKEN_MODEL"),
                       help="model id (default: $ALLTOKEN_MODEL; with --offline, "
                            f"{OFFLINE_MODEL})")
@@ -138,6 +160,10 @@ def _parser() -> argparse.ArgumentParser:
                       help="connect and read timeout in seconds (default 60)")
     chat.add_argument("--quiet", "-q", action="store_true",
                       help="no spinner and no summary line")
+    chat.add_argument("--record", metavar="FILE", default=None,
+                      help="save the response as received (status, headers without "
+                           "secrets, body bytes and their timing) to FILE, for "
+                           "'alltoken serve --replay FILE' and alltoken.testing")
 
     serve = sub.add_parser("serve", help="run the local AllToken-compatible server",
                            description="Serve the offline model on 127.0.0.1 until Ctrl-C.")
@@ -145,8 +171,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=_port, default=8765,
                        help="port (default 8765; 0 = any)")
     serve.add_argument("--key", default=None, help="require this bearer token")
-    serve.add_argument("--pace", type=_pace, default=0.02,
-                       help="seconds between streamed tokens (default 0.02)")
+    serve.add_argument("--pace", type=_serve_pace, default=None,
+                       help="seconds between streamed tokens (default 0.02); with "
+                            "--replay, 'original' (the default: the recorded timing) "
+                            "or 'none' (as fast as possible)")
+    serve.add_argument("--replay", metavar="FILE", default=None,
+                       help="answer every chat request with the response recorded "
+                            "in FILE by 'alltoken chat --record', byte for byte")
     return p
 
 
@@ -262,7 +293,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _serve(args)
         return _chat(args, out, err)
     except _Exit as exc:
-        _say(err.stream, exc.message)
+        if exc.message:
+            _say(err.stream, exc.message)
         return exc.code
     except KeyboardInterrupt:  # before the request (reading stdin), or a second Ctrl-C
         _say(err.stream, "alltoken: interrupted")
@@ -276,16 +308,38 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .testing import serve
+    from .testing import ReplayReply, serve
 
+    pace = args.pace
+    replay = None
+    if args.replay is not None:
+        if pace not in (None, "original", "none", 0):
+            raise _usage("with --replay, --pace is 'original' or 'none'")
+        try:
+            replay = ReplayReply.load(args.replay, pace="none" if pace in ("none", 0)
+                                      else "original")
+        except (OSError, ValueError) as exc:
+            raise _Exit(1, f"alltoken: error: {_reason(exc)}") from None
+        pace = 0.0
+    elif pace == "original":
+        raise _usage("--pace original needs --replay FILE")
+    elif pace is None or pace == "none":
+        pace = 0.02 if pace is None else 0.0
     try:
-        serve(host=args.host, port=args.port, api_key=args.key, pace=args.pace)
+        serve(host=args.host, port=args.port, api_key=args.key, pace=pace, replay=replay)
     except KeyboardInterrupt:
         return 0
     except (OSError, OverflowError) as exc:
         raise _Exit(1, f"alltoken: cannot serve on {args.host}:{args.port}: "
                        f"{getattr(exc, 'strerror', None) or exc}") from None
     return 0
+
+
+def _reason(exc: BaseException) -> str:
+    """*exc* as the end of a one-line message (an OSError as its file and strerror)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    return " ".join(str(exc).splitlines())
 
 
 def _read_prompt() -> str:
@@ -341,6 +395,29 @@ def _checked_text(value: str, what: str) -> str:
     return value
 
 
+def _model(args: argparse.Namespace) -> str:
+    model = args.model or (OFFLINE_MODEL if args.offline else None)
+    if not model:
+        raise _usage("choose a model with -m MODEL (or set ALLTOKEN_MODEL)")
+    return _checked_text(model, "the model")
+
+
+def _system(args: argparse.Namespace) -> Optional[str]:
+    if not args.system:
+        return None
+    return _checked_text(args.system, "the system message")
+
+
+def _params(args: argparse.Namespace) -> dict[str, Any]:
+    """The body fields besides the model and the messages."""
+    params: dict[str, Any] = {}
+    if args.temperature is not None:
+        params["temperature"] = args.temperature
+    if args.max_tokens is not None:
+        params["max_tokens"] = args.max_tokens
+    return params
+
+
 def _request(args: argparse.Namespace) -> dict[str, Any]:
     """The request body (without ``stream``) from the arguments and the prompt."""
     if args.prompt == "-":
@@ -349,25 +426,45 @@ def _request(args: argparse.Namespace) -> dict[str, Any]:
         prompt = _checked_text(args.prompt, "the prompt")
     if not prompt.strip():
         raise _usage("the prompt is empty")
-    model = args.model or (OFFLINE_MODEL if args.offline else None)
-    if not model:
-        raise _usage("choose a model with -m MODEL (or set ALLTOKEN_MODEL)")
-    model = _checked_text(model, "the model")
+    model = _model(args)
     messages: list[dict[str, Any]] = []
-    if args.system:
-        messages.append({"role": "system",
-                         "content": _checked_text(args.system, "the system message")})
+    system = _system(args)
+    if system:
+        messages.append({"role": "system", "content": system})
     messages.append({"role": "user", "content": prompt})
-    body: dict[str, Any] = {"model": model, "messages": messages}
-    if args.temperature is not None:
-        body["temperature"] = args.temperature
-    if args.max_tokens is not None:
-        body["max_tokens"] = args.max_tokens
-    return body
+    return {"model": model, "messages": messages, **_params(args)}
+
+
+def _interactive(args: argparse.Namespace) -> bool:
+    """Whether to hold a conversation: no prompt given, and stdin is a terminal.
+
+    Without a prompt and with stdin not a terminal (a pipe, a file, closed) the command
+    stays a one-shot one and asks for the prompt, as before conversations existed:
+    ``chat -`` reads it from stdin."""
+    if args.prompt is not None:
+        return False
+    stdin = sys.stdin
+    try:
+        tty = stdin is not None and stdin.isatty()
+    except (OSError, ValueError):
+        tty = False
+    if not tty:
+        raise _usage("give a prompt, or - to read it from stdin (a conversation needs "
+                     "stdin to be a terminal)")
+    if args.record is not None:
+        raise _usage("--record saves one answer: give a prompt")
+    return True
 
 
 def _chat(args: argparse.Namespace, out: Output, err: Output) -> int:
-    body = _request(args)
+    conversation = None
+    body: dict[str, Any] = {}
+    if _interactive(args):
+        from ._repl import Conversation
+
+        conversation = Conversation(_model(args), _system(args), _params(args))
+    else:
+        body = _request(args)
     if args.offline:
         from .testing import LocalServer
 
@@ -380,7 +477,7 @@ def _chat(args: argparse.Namespace, out: Output, err: Output) -> int:
             # is for the real API and cannot reach it.
             with AllToken(api_key="offline", base_url=server.base_url,
                           timeout=args.timeout, proxy=False) as client:
-                return _stream(client, body, args, out, err)
+                return _converse_or_stream(client, conversation, body, args, out, err)
         finally:
             server.close()
     try:
@@ -390,7 +487,19 @@ def _chat(args: argparse.Namespace, out: Output, err: Output) -> int:
     if client._api_key is None:
         raise _usage("no API key: set ALLTOKEN_API_KEY (or use --offline)")
     with client:
-        return _stream(client, body, args, out, err)
+        return _converse_or_stream(client, conversation, body, args, out, err)
+
+
+def _converse_or_stream(client: AllToken, conversation: Optional[Conversation],
+                        body: dict[str, Any], args: argparse.Namespace,
+                        out: Output, err: Output) -> int:
+    if conversation is not None:
+        from . import _repl
+
+        return _repl.run(client, conversation, args, out, err, offline=args.offline)
+    if args.record is not None:
+        return _recorded(client, body, args, out, err)
+    return _stream(client, body, args, out, err)
 
 
 def _renderer(args: argparse.Namespace, out: Output, err: Output) -> _Renderer:
@@ -426,3 +535,58 @@ def _stream(client: AllToken, body: dict[str, Any], args: argparse.Namespace,
             renderer.close()
             if stream is not None:
                 stream.close()
+
+
+def _recorded(client: AllToken, body: dict[str, Any], args: argparse.Namespace,
+              out: Output, err: Output) -> int:
+    """:func:`_stream` through a recording proxy (:mod:`alltoken._record`); the
+    response is saved to ``--record FILE`` even when the request failed or was
+    interrupted (the recording then says it is incomplete), and the line saying so
+    comes after the error's."""
+    from ._record import Recorder
+
+    path = args.record
+    partial = f"{path}.partial"
+    try:  # before paying for a request: can the file be written at all?
+        target = open(partial, "w", encoding="utf-8", newline="\n")
+    except OSError as exc:
+        raise _Exit(1, f"alltoken: error: cannot record: {_reason(exc)}") from None
+    failure: Optional[_Exit] = None
+    try:
+        try:
+            recorder = Recorder(client.base_url, timeout=args.timeout).start()
+        except (OSError, ValueError) as exc:
+            raise _Exit(1, f"alltoken: error: cannot record: {_reason(exc)}") from None
+        try:
+            # The same key and timeout; the recorder is on loopback (no proxy), and it
+            # reaches the server directly.
+            with AllToken(api_key=client._api_key, base_url=recorder.base_url,
+                          timeout=args.timeout, proxy=False) as through:
+                return _stream(through, body, args, out, err)
+        except _Exit as exc:
+            failure = exc
+            if exc.code == 1 and recorder.error and recorder.recording is None:
+                # The client only saw the recorder hang up; this is what happened.
+                failure = _Exit(1, f"alltoken: APIConnectionError: {recorder.error}")
+            _say(err.stream, failure.message)
+            raise _Exit(failure.code) from None
+        finally:
+            recorder.close()
+            text = recorder.dumps()
+            if text is not None:
+                target.write(text)
+                target.close()
+                os.replace(partial, path)
+                if not args.quiet or failure is not None:
+                    rec = recorder.recording
+                    assert rec is not None
+                    state = "" if rec.complete else " (incomplete)"
+                    _say(err.stream, f"alltoken: recorded {rec.status} {rec.reason}, "
+                                     f"{len(rec.body)} bytes{state} to {path}")
+            else:
+                _say(err.stream, f"alltoken: nothing recorded to {path}: no response")
+    finally:
+        if not target.closed:
+            target.close()
+            with contextlib.suppress(OSError):
+                os.remove(partial)

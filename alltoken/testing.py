@@ -42,7 +42,13 @@ Every request that parses is recorded in :attr:`LocalServer.requests`, whatever 
 method and its answer.
 
 Replies: :class:`StreamReply` (a scripted ``text/event-stream`` answer built from steps),
-:class:`ErrorReply`, :class:`JSONReply`, :class:`DropReply` and :class:`DelayedReply`.
+:class:`ErrorReply`, :class:`JSONReply`, :class:`DropReply`, :class:`DelayedReply` and
+:class:`ReplayReply` (a response recorded with ``alltoken chat --record FILE``, sent
+back byte for byte; see "Recordings" below)::
+
+    server.enqueue(t.ReplayReply.load("answer.jsonl"))           # as fast as possible
+    server.enqueue(t.ReplayReply.load("answer.jsonl", pace="original"))
+
 Steps: :func:`content`, :func:`reasoning`, :func:`role`, :func:`tool_call`,
 :func:`finish`, :func:`usage`, :func:`chunk`, :func:`data`, :func:`done`, :func:`cost`,
 :func:`comment`, :func:`error_event`, :func:`raw`, :func:`sleep`, :func:`wait`,
@@ -54,6 +60,45 @@ escape, as a server that splits text between UTF-16 units does. Text sent verbat
 (:func:`data`, :func:`comment`, an :class:`ErrorReply` body) and header values that
 cannot be sent raise ``ValueError`` when the step or reply is built, never later in the
 server's thread.
+
+Recordings. ``alltoken chat --record FILE`` saves a response as it was received;
+:class:`ReplayReply` sends it back and :class:`Recording` reads it. The file format,
+version 1, is UTF-8 text, one JSON object per line (JSON Lines), meant to be read by a
+person too; it never holds the API key or a secret header (what is left out, and why:
+:mod:`alltoken._record`)::
+
+    {"format": "alltoken-recording", "version": 1, "recorded_at": "2026-12-01T15:30:00Z",
+     "request": {"method": "POST", "url": "https://api.alltoken.ai/v1/chat/completions",
+                 "json": {"model": "...", "messages": [...], "stream": true}},
+     "t": 0.412, "status": 200, "reason": "OK",
+     "headers": [["Content-Type", "text/event-stream"], ["x-request-id", "req-1"]],
+     "redacted": ["Set-Cookie"], "framing": "chunked"}
+    {"t": 0.415, "text": "data: {\\"id\\":\\"chatcmpl-1\\", ...}\\n\\n"}
+    {"t": 0.431, "b64": "ZGF0YTog8J+Y"}
+    {"t": 1.930, "end": "complete", "bytes": 5123}
+
+* The first line, the head: ``format`` and ``version`` (readers refuse any version they
+  do not know), ``t`` the seconds from sending the request to receiving the status line
+  and headers, ``status``, ``reason``, ``headers`` as ``[name, value]`` pairs in the
+  order received (repeated names kept), and ``framing``, how the body was delimited:
+  ``"chunked"`` (``Transfer-Encoding: chunked``), ``"length"`` (``Content-Length``) or
+  ``"close"`` (until the connection closed). ``request`` (``method``, ``url`` without
+  its query string, ``json`` the body when it was JSON, else null) may be null.
+* One line per piece of the body, in order: ``t`` the seconds from sending the request
+  to its arrival, and its bytes as ``text`` when they are valid UTF-8, else as ``b64``
+  (standard base64; a multi-byte character split between two reads makes a piece that
+  is not UTF-8 on its own). The body is recorded after HTTP de-chunking: the pieces are
+  the bytes as each socket read returned them (for a chunked body, usually one HTTP
+  chunk each), and a replay sends each as one chunk; the chunk-size lines themselves
+  are not kept.
+* The last line: ``end`` is ``"complete"`` when the body ended as its framing says,
+  ``"incomplete"`` when the connection broke or the client gave up first (a replay
+  then breaks off at the same byte); ``bytes`` is the body's length, checked on
+  loading; ``t`` the time of the end.
+
+A file without its last line, a line that is not a JSON object of the expected shape,
+or a ``bytes`` count that does not match is refused with :class:`RecordingError`,
+naming the file and the line.
 
 Threads: one accepts connections, one serves each connection (HTTP/1.1 keep-alive).
 All are daemon threads, so a script that never closes the server still exits, even while
@@ -70,7 +115,9 @@ request headers besides ``Authorization``, ``Content-Length``, ``Transfer-Encodi
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import re
 import select
 import socket
@@ -79,11 +126,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
-from typing import TYPE_CHECKING, Any, Final, Optional, Union
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, Optional, Union
 from urllib.parse import urlsplit
 
 from .sse import Comment, ServerSentEvent, encode
@@ -94,7 +141,11 @@ __all__ = [
     "ErrorReply",
     "JSONReply",
     "LocalServer",
+    "Piece",
     "RecordedRequest",
+    "Recording",
+    "RecordingError",
+    "ReplayReply",
     "Reply",
     "Step",
     "StreamReply",
@@ -670,8 +721,287 @@ class DelayedReply:
         self.timeout = timeout
 
 
-Reply = Union[StreamReply, ErrorReply, JSONReply, DropReply, DelayedReply]
-_REPLY_TYPES: Final = (StreamReply, ErrorReply, JSONReply, DropReply, DelayedReply)
+# -- recordings ----------------------------------------------------------------------
+
+
+_RECORDING_FORMAT: Final = "alltoken-recording"
+#: The version this module writes and the only one it reads.
+_RECORDING_VERSION: Final = 1
+
+_FRAMINGS: Final = ("chunked", "length", "close")
+
+
+class RecordingError(ValueError):
+    """A recording file cannot be read: not a recording, an unknown version, truncated
+    or corrupt. ``str()`` names the file and the line."""
+
+
+class Piece(NamedTuple):
+    """One piece of a recorded body: *t* seconds after the request, its *data*."""
+
+    t: float
+    data: bytes
+
+
+@dataclass
+class Recording:
+    """A response as received: what :meth:`load` reads and a replay sends.
+
+    Attributes:
+        status: The HTTP status.
+        reason: The reason phrase.
+        headers: ``(name, value)`` pairs as received, secrets left out.
+        framing: ``"chunked"``, ``"length"`` or ``"close"``.
+        pieces: The body as it arrived.
+        complete: Whether the body ended as its framing says.
+        head_time: Seconds from the request to the status line and headers.
+        end_time: Seconds from the request to the end of the body.
+        request: ``{"method", "url", "json"}`` of the request, or None.
+        redacted: The names of the headers left out (and ``"body"`` when a credential
+            was replaced in it).
+        recorded_at: When, as an ISO 8601 UTC time.
+    """
+
+    status: int
+    reason: str = ""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    framing: str = "chunked"
+    pieces: list[Piece] = field(default_factory=list)
+    complete: bool = True
+    head_time: float = 0.0
+    end_time: float = 0.0
+    request: Optional[dict[str, Any]] = None
+    redacted: list[str] = field(default_factory=list)
+    recorded_at: str = ""
+
+    @property
+    def body(self) -> bytes:
+        """The body's bytes, joined."""
+        return b"".join(p.data for p in self.pieces)
+
+    def header(self, name: str) -> Optional[str]:
+        """The last value of header *name* (any case), or None."""
+        lower = name.lower()
+        found = None
+        for key, value in self.headers:
+            if key.lower() == lower:
+                found = value
+        return found
+
+    # -- writing --
+
+    def dumps(self) -> str:
+        """The recording in the version 1 format (see the module docstring)."""
+        head = {"format": _RECORDING_FORMAT, "version": _RECORDING_VERSION,
+                "recorded_at": self.recorded_at,
+                "request": self.request, "t": round(self.head_time, 6),
+                "status": self.status, "reason": self.reason,
+                "headers": [[k, v] for k, v in self.headers],
+                "redacted": self.redacted, "framing": self.framing}
+        lines = [json.dumps(head, ensure_ascii=False)]
+        total = 0
+        for piece in self.pieces:
+            item: dict[str, Any] = {"t": round(piece.t, 6)}
+            try:
+                item["text"] = piece.data.decode("utf-8")
+            except UnicodeDecodeError:
+                item["b64"] = base64.b64encode(piece.data).decode("ascii")
+            lines.append(json.dumps(item, ensure_ascii=False))
+            total += len(piece.data)
+        lines.append(json.dumps({"t": round(self.end_time, 6),
+                                 "end": "complete" if self.complete else "incomplete",
+                                 "bytes": total}))
+        return "\n".join(lines) + "\n"
+
+    # -- reading --
+
+    @classmethod
+    def load(cls, path: Union[str, os.PathLike[str]]) -> Recording:
+        """Read a recording file.
+
+        Args:
+            path: The file ``alltoken chat --record`` wrote.
+
+        Returns:
+            The recording.
+
+        Raises:
+            RecordingError: the file is not a recording this version can read.
+            OSError: the file cannot be read.
+        """
+        with open(path, "rb") as f:
+            data = f.read()
+        return cls.loads(data, name=os.fspath(path))
+
+    @classmethod
+    def loads(cls, data: Union[bytes, str], *, name: str = "<recording>") -> Recording:
+        """Parse a recording from its text (see :meth:`load`)."""
+        if isinstance(data, bytes):
+            try:
+                data = data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise RecordingError(f"{name}: not a recording (not UTF-8 text at byte "
+                                     f"{exc.start})") from None
+        lines = data.splitlines()
+        if not lines or not lines[0].strip():
+            raise RecordingError(f"{name}: not a recording (the file is empty)")
+        head = _object(name, 1, lines[0])
+        if head.get("format") != _RECORDING_FORMAT:
+            raise RecordingError(f"{name}: not an alltoken recording (line 1 has no "
+                                 f'"format": "{_RECORDING_FORMAT}")')
+        version = head.get("version")
+        if version != _RECORDING_VERSION:
+            raise RecordingError(f"{name}: recording format version {version!r} is not "
+                                 f"supported (this alltoken reads version {_RECORDING_VERSION}); "
+                                 "a newer alltoken may read it")
+        rec = cls(status=_field(name, 1, head, "status", int),
+                  reason=_field(name, 1, head, "reason", str, ""),
+                  framing=_field(name, 1, head, "framing", str),
+                  head_time=_time(name, 1, head),
+                  recorded_at=_field(name, 1, head, "recorded_at", str, ""))
+        if rec.framing not in _FRAMINGS:
+            raise RecordingError(f"{name} line 1: framing must be one of "
+                                 f"{', '.join(_FRAMINGS)}, got {rec.framing!r}")
+        headers = _field(name, 1, head, "headers", list, [])
+        for pair in headers:
+            if not (isinstance(pair, list) and len(pair) == 2
+                    and all(isinstance(x, str) for x in pair)):
+                raise RecordingError(f"{name} line 1: headers must be [name, value] "
+                                     f"pairs of strings, got {pair!r:.80}")
+            rec.headers.append((pair[0], pair[1]))
+        request = head.get("request")
+        rec.request = request if isinstance(request, dict) else None
+        redacted = head.get("redacted")
+        rec.redacted = [str(x) for x in redacted] if isinstance(redacted, list) else []
+        for number, line in enumerate(lines[1:], start=2):
+            item = _object(name, number, line)
+            if "end" in item:
+                if number != len(lines):
+                    raise RecordingError(f"{name} line {number}: the end line is "
+                                         "followed by more lines")
+                end = item["end"]
+                if end not in ("complete", "incomplete"):
+                    raise RecordingError(f"{name} line {number}: end must be "
+                                         f"'complete' or 'incomplete', got {end!r:.40}")
+                rec.complete = end == "complete"
+                rec.end_time = _time(name, number, item)
+                size = _field(name, number, item, "bytes", int)
+                got = sum(len(p.data) for p in rec.pieces)
+                if size != got:
+                    raise RecordingError(f"{name}: the body is {got} bytes but the end "
+                                         f"line says {size}: the file is corrupt")
+                return rec
+            rec.pieces.append(Piece(_time(name, number, item), _data(name, number, item)))
+        raise RecordingError(f"{name}: the recording ends at line {len(lines)} without "
+                             "its end line: the file is truncated")
+
+
+def _object(name: str, number: int, line: str) -> dict[str, Any]:
+    try:
+        value = json.loads(line)
+    except ValueError as exc:
+        raise RecordingError(f"{name} line {number}: not JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise RecordingError(f"{name} line {number}: expected a JSON object, got "
+                             f"{line!r:.60}")
+    return value
+
+
+_MISSING: Final[Any] = object()
+
+
+def _field(name: str, number: int, obj: dict[str, Any], key: str, kind: type,
+           default: Any = _MISSING) -> Any:
+    value = obj.get(key, default)
+    if value is _MISSING:
+        raise RecordingError(f"{name} line {number}: {key!r} is missing")
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise RecordingError(f"{name} line {number}: {key!r} must be "
+                             f"{'a number' if kind is int else 'a ' + kind.__name__}, "
+                             f"got {value!r:.60}")
+    return value
+
+
+def _time(name: str, number: int, obj: dict[str, Any]) -> float:
+    t = obj.get("t")
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not t >= 0:
+        raise RecordingError(f"{name} line {number}: 't' must be seconds (a number "
+                             f">= 0), got {t!r:.40}")
+    return float(t)
+
+
+def _data(name: str, number: int, item: dict[str, Any]) -> bytes:
+    text = item.get("text")
+    if isinstance(text, str):
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate from a \\ud83d escape
+            raise RecordingError(f"{name} line {number}: 'text' is not UTF-8 text "
+                                 "(use 'b64')") from None
+    b64 = item.get("b64")
+    if isinstance(b64, str):
+        try:
+            return base64.b64decode(b64, validate=True)
+        except ValueError:
+            raise RecordingError(f"{name} line {number}: 'b64' is not valid "
+                                 "base64") from None
+    raise RecordingError(f"{name} line {number}: expected 'text' or 'b64' (or 'end')")
+
+
+class ReplayReply:
+    """A recorded response, sent back as it was received: the status line, the headers
+    (those left out as secrets excepted), and the body byte for byte, each recorded
+    piece its own write (and its own HTTP chunk for a chunked body), then the same
+    ending — a clean end, or a connection that breaks off where the recording did.
+
+    The headers that frame the body (``Transfer-Encoding``, ``Content-Length``,
+    ``Connection``) are the server's own, chosen from the recorded ``framing``; every
+    other recorded header is sent as recorded, ``Date`` and ``Server`` included.
+
+    Args:
+        recording: The recording (see :meth:`load`).
+        pace: ``"none"`` sends everything at once; ``"original"`` keeps the recorded
+            timing (each piece leaves when it arrived after the request, counted from
+            this request's arrival).
+
+    Raises:
+        ValueError: *pace* is not ``"none"`` or ``"original"``.
+    """
+
+    def __init__(self, recording: Recording, *, pace: str = "none") -> None:
+        if pace not in ("none", "original"):
+            raise ValueError(f"pace must be 'none' or 'original', got {pace!r}")
+        if not isinstance(recording, Recording):
+            raise TypeError(f"expected a Recording, got {type(recording).__name__}")
+        self.recording = recording
+        self.pace = pace
+
+    @classmethod
+    def load(cls, path: Any, *, pace: str = "none") -> ReplayReply:
+        """A reply from a file ``alltoken chat --record`` wrote.
+
+        Args:
+            path: The file.
+            pace: See the class.
+
+        Returns:
+            The reply (reusable: enqueue it as many times as needed).
+
+        Raises:
+            RecordingError: the file is not a recording this version reads (unknown
+                version, truncated, corrupt); a ``ValueError``.
+            OSError: the file cannot be read.
+        """
+        return cls(Recording.load(path), pace=pace)
+
+
+Reply = Union[StreamReply, ErrorReply, JSONReply, DropReply, DelayedReply, ReplayReply]
+_REPLY_TYPES: Final = (StreamReply, ErrorReply, JSONReply, DropReply, DelayedReply,
+                       ReplayReply)
+
+#: Headers a replay does not copy from the recording: they frame this connection's body.
+_FRAMING_HEADERS: Final = frozenset({"transfer-encoding", "content-length", "connection",
+                                     "keep-alive"})
 
 
 @dataclass
@@ -1194,8 +1524,53 @@ class _Handler(BaseHTTPRequestHandler):
             obj = reply.obj if reply.obj is not None else _completion(req.json, reply, owner)
             self._send(reply.status, _json_bytes(obj), "application/json", reply.headers,
                        reply.request_id)
+        elif isinstance(reply, ReplayReply):
+            self._replay(reply)
         else:
             self._stream(reply, req)
+
+    def _replay(self, reply: ReplayReply) -> None:
+        owner = self.server.owner
+        rec = reply.recording
+        arrived = time.monotonic()
+
+        def until(t: float) -> None:
+            if reply.pace == "original":
+                owner._pause(arrived + t - time.monotonic(), None, self.connection)
+
+        until(rec.head_time)
+        self.send_response_only(rec.status, rec.reason or None)
+        for name, value in rec.headers:
+            if name.lower() not in _FRAMING_HEADERS:
+                self.send_header(name, value)
+        framing = rec.framing
+        if framing == "chunked" and self.request_version != "HTTP/1.1":
+            framing = "close"  # an HTTP/1.0 client cannot read chunks
+        if framing == "chunked":
+            self.send_header("Transfer-Encoding", "chunked")
+        elif framing == "length":
+            length = rec.header("Content-Length")
+            body_length = len(rec.body)
+            self.send_header("Content-Length", length if length is not None and
+                             not rec.complete else str(body_length))
+        else:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        for piece in rec.pieces:
+            until(piece.t)
+            if framing == "chunked":
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece.data), piece.data))
+            else:
+                self.wfile.write(piece.data)
+            self.wfile.flush()
+        until(rec.end_time)
+        if not rec.complete:
+            self._drop(False)  # cut off where the recorded response was
+        if framing == "chunked":
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
 
     def _start(self, status: int, content_type: str, headers: Mapping[str, str],
                request_id: Optional[str], extra: Sequence[tuple[str, str]]) -> None:
@@ -1416,8 +1791,19 @@ def _completion(body: Any, reply: JSONReply, owner: LocalServer) -> dict[str, An
             "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}}
 
 
+class _ReplayServer(LocalServer):
+    """A server whose every chat request, with nothing queued, gets one recording."""
+
+    def __init__(self, replay: ReplayReply, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._replay = replay
+
+    def _next_reply(self) -> Optional[Reply]:
+        return super()._next_reply() or self._replay
+
+
 def serve(host: str = "127.0.0.1", port: int = 8765, api_key: Optional[str] = None,
-          pace: float = 0.02) -> None:
+          pace: float = 0.02, replay: Optional[ReplayReply] = None) -> None:
     """Run a :class:`LocalServer` until interrupted, printing its base URL once.
 
     Args:
@@ -1425,12 +1811,19 @@ def serve(host: str = "127.0.0.1", port: int = 8765, api_key: Optional[str] = No
         port: The port (0 picks a free one; the printed URL shows it).
         api_key: Require this bearer token (None: accept any request).
         pace: Seconds between the default model's tokens.
+        replay: Answer every chat request with this recorded response instead of the
+            default model.
 
     Raises:
         KeyboardInterrupt: on Ctrl-C, after the server has closed.
         OSError: the address cannot be bound.
     """
-    server = LocalServer(host=host, port=port, api_key=api_key, pace=pace).start()
+    if replay is not None:
+        server: LocalServer = _ReplayServer(replay, host=host, port=port, api_key=api_key,
+                                            pace=pace)
+    else:
+        server = LocalServer(host=host, port=port, api_key=api_key, pace=pace)
+    server.start()
     try:
         print(f"alltoken local server: {server.base_url}", flush=True)
         while True:

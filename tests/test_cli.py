@@ -128,6 +128,18 @@ class TestChat:
         assert r.returncode == 0, r.stderr and r.stdout == "ok\n"
 
 
+    def test_help_describes_the_conversation_and_recording(self) -> None:
+        r = run("chat", "--help")
+        assert r.returncode == 0
+        text = " ".join(r.stdout.split())
+        assert "[prompt]" in text and "leave it out on a terminal for a conversation" in text
+        assert "Ctrl-C stops an answer, Ctrl-D exits" in text
+        assert "--record FILE" in text and "serve --replay FILE" in text
+        r = run("serve", "--help")
+        text = " ".join(r.stdout.split())
+        assert "--replay FILE" in text and "'original'" in text
+
+
 class TestFailures:
     def test_api_error_is_one_line_and_exit_1(self, server: t.LocalServer) -> None:
         server.enqueue(t.ErrorReply(400, message="unknown model 'nope'"))
