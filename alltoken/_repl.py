@@ -177,11 +177,6 @@ class _Session:
 
         body = self.conversation.body(prompt)
         answer = ""
-        # Each turn on a fresh connection: on a connection reused from the client's
-        # pool, setting the abort signal does not wake a reader blocked in the socket
-        # (the reused socket is not attached to the new request's wake-up; the abort
-        # then lands only at the read timeout). Remove once the pool attaches it.
-        self.client.close()
         with _Interrupt() as interrupt:
             renderer = _renderer(self.args, self.out, self.err)
             stream = None
