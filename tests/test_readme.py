@@ -104,6 +104,8 @@ def expected_output(code: str, server: t.LocalServer) -> str:
         return r"0\.\d+ USD for \d+\+\d+ tokens\n"
     if "signal=signal" in code:
         return r"cancelled after \d+ characters\n"
+    if "ReplayReply" in code:
+        return e("Hello! I am the offline model ") + r"0\.\d+\n"
     if "def handler(event, context)" in code:
         return ""  # defines the handler; tests/test_lambda.py invokes it
     if "max_retries=3" in code or "Timeout(connect=5" in code or "LocalServer(" in code:
