@@ -234,7 +234,9 @@ class Deadlines:
         self.after_done = False
         #: Why the request was interrupted (None while it was not).
         self.aborted: Optional[str] = None
-        self._lock = _thread.allocate_lock()
+        # Re-entrant: Event.set() may be called from a signal handler (the CLI's Ctrl-C)
+        # that interrupts this very thread while it holds the lock in attach().
+        self._lock = _thread.RLock()
         self._sock: Optional[socket.socket] = None
         self._sleeper: Optional[Any] = None
         self._hooked: Optional[_Wakeup] = None
@@ -245,13 +247,15 @@ class Deadlines:
             if cond is None:
                 self.polled = True
             else:
+                # Without taking the event's lock: a signal handler that calls set() while
+                # this thread held it would deadlock (the lock is not re-entrant). A
+                # deque's append and remove are atomic, and set() after the append finds
+                # the hook; set() before it is seen by the is_set() that follows.
                 hook = _Wakeup(self)
-                with cond:
-                    if signal.is_set():
-                        self.aborted = "the request was aborted by its signal"
-                    else:
-                        cond._waiters.append(hook)
-                        self._hooked = hook
+                cond._waiters.append(hook)
+                self._hooked = hook
+                if signal.is_set():
+                    self.aborted = "the request was aborted by its signal"
 
     def release_signal(self) -> None:
         """Take this request's wake-up out of the signal (at the end of the request), so
@@ -259,9 +263,8 @@ class Deadlines:
         hook, self._hooked = self._hooked, None
         if hook is not None:
             cond = _condition_of(self.signal)
-            with cond:
-                with contextlib.suppress(ValueError):
-                    cond._waiters.remove(hook)
+            with contextlib.suppress(ValueError):  # set() may have taken it out already
+                cond._waiters.remove(hook)
 
     def __del__(self) -> None:
         self.release_signal()

@@ -561,3 +561,40 @@ class TestWakeUps:
             assert outcomes == ["aborted"] * n
         finally:
             gate.set()
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "setitimer"), reason="needs setitimer")
+def test_setting_the_event_from_a_signal_handler_never_deadlocks(server: t.LocalServer,
+                                                                  tmp_path: Path) -> None:
+    """The CLI's Ctrl-C handler calls ``Event.set()`` in the main thread, between any two
+    bytecodes of the request: also while that thread holds the event's lock or the
+    request's. A timer fires such a handler hundreds of times across many requests."""
+    script = tmp_path / "handler.py"
+    script.write_text(textwrap.dedent("""\
+        import signal, sys, threading
+        import alltoken
+
+        client = alltoken.AllToken(api_key="k", base_url=sys.argv[1], max_retries=0)
+        current = [threading.Event()]
+        signal.signal(signal.SIGALRM, lambda *_: current[0].set())
+        signal.setitimer(signal.ITIMER_REAL, 0.002, 0.002)
+        outcomes = {"aborted": 0, "done": 0}
+        for i in range(300):
+            current[0] = threading.Event()
+            try:
+                s = client.chat.completions.create(
+                    model="m", messages=[{"role": "user", "content": "hi"}], stream=True,
+                    signal=current[0])
+                with s:
+                    for _ in s:
+                        pass
+                outcomes["done"] += 1
+            except alltoken.AbortedError:
+                outcomes["aborted"] += 1
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        print(sum(outcomes.values()))
+    """), encoding="utf-8")
+    out = subprocess.run([sys.executable, str(script), server.base_url], capture_output=True,
+                         text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "300\n"
