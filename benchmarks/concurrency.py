@@ -899,7 +899,7 @@ def _abort_cell(r: dict[str, Any], which: str, key: str) -> str:
         return "-"
     n = x.get("n", x.get("trials", 0))
     if x["woken"] < n:
-        return f"not woken {n - x['woken']}/{n}"
+        return f"woke {x['woken']}/{n}"
     return f"{x[key]:.2f}" if key in x else "-"
 
 
@@ -1009,29 +1009,30 @@ def notes(conc: dict[str, Any]) -> list[str]:
         how = next((r.get("abort_how") for r in by_n.values() if "abort_how" in r), "")
         out.append(f"{name}: {how}")
         for n, r in by_n.items():
+            lead = f"{int(n):,} stream{'s' if int(n) > 1 else ''}:"
             if "failed" in r:
-                out.append(f"  {n} streams: {r['failed']}")
+                out.append(f"  {lead} {r['failed']}")
                 continue
             errs = {**r["W"]["errors"], **r["A"]["errors"]}
             if r["W"]["failed_open"] or r["A"]["failed_open"]:
-                out.append(f"  {n} streams: {r['W']['failed_open']} + {r['A']['failed_open']}"
+                out.append(f"  {lead} {r['W']['failed_open']} + {r['A']['failed_open']}"
                            " streams failed to open")
             shown = [(k, v) for k, v in errs.items() if not k.startswith("AbortedError")]
             for k, v in shown[:3]:
-                out.append(f"  {n} streams: x{v} {k}")
+                out.append(f"  {lead} x{v} {k}")
             hung = r["A"]["all"].get("hung", 0) + r["A"].get("one", {}).get("hung", 0)
             if hung:
-                out.append(f"  {n} streams: {hung} reader(s) not ended by the server's hang-up "
+                out.append(f"  {lead} {hung} reader(s) not ended by the server's hang-up "
                            "either: stuck until the read timeout (the close freed the socket's "
                            "fd, which another socket may reuse, while the reader polls it)")
             top = max(r["W"]["max_fd"], r["A"]["max_fd"])
             if top >= 1000:
-                out.append(f"  {n} streams: highest fd {top} (select.select() refuses fds >= "
+                out.append(f"  {lead} highest fd {top} (select.select() refuses fds >= "
                            "1024)")
             aft = r["after"]
             if aft["fds_closed"] != r["baseline"]["fds"] or aft["threads"] != \
                     r["baseline"]["threads"]:
-                out.append(f"  {n} streams: after: threads {aft['threads']} (baseline "
+                out.append(f"  {lead} after: threads {aft['threads']} (baseline "
                            f"{r['baseline']['threads']}), fds {aft['fds']} with the client "
                            f"open, {aft['fds_closed']} after close() (baseline "
                            f"{r['baseline']['fds']})")
