@@ -286,9 +286,9 @@ class _Server:
             ids = [int(q["i"])] if "i" in q else list(held)
             n = 0
             for i in ids:
-                conn = held.get(i)
-                if conn is not None:
-                    self._drop(conn, by_client=False)
+                one = held.get(i)
+                if one is not None:
+                    self._drop(one, by_client=False)
                     n += 1
             return {"hung_up": n}
         if cmd == "prepare":

@@ -755,7 +755,9 @@ def table(res: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         add(f"6 peak RSS MB, {n // 1000}k chunks", lambda c, n=n: m(c, n))
     add("6 growth B/chunk beyond text", lambda c: m(c, None))
     for label, cells in concurrency.rows(res.get("concurrency", {})):
-        add(label, lambda c, cells=cells: cells.get(c, ""))
+        def conc_cell(c: str, cells: dict[str, str] = cells) -> str:
+            return cells.get(c, "")
+        add(label, conc_cell)
     return cols, rows
 
 
