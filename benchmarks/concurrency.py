@@ -84,7 +84,9 @@ READ_TIMEOUT = 120.0
 #: Thread stack size for every thread of the probe (the default is 8 MiB of address space).
 STACK = 1024 * 1024
 #: A probe ends itself after this many seconds whatever happens.
-PROBE_MAX = 240.0
+PROBE_MAX = 300.0
+#: How long N streams may take to open (send the request, get the headers).
+OPEN_MAX = 120.0
 #: How long readers may take to end once the server has hung up on them.
 HANGUP_WAIT = 1.0
 #: Connections the peers' HTTP pools may open (httpx's default is 100; openai's 1,000).
@@ -100,6 +102,8 @@ class Settings:
         #: chunks all N streams read together when released (at least k_min each)
         self.total_chunks = 10_000 if quick else 100_000
         self.k_min = 20 if quick else 100
+        #: rounds of "N wait, then all stream": the best rate is kept
+        self.rounds = 1 if quick else 3
         #: one-of-N abort trials (at the largest N only), and how long each may take
         self.single_trials = 5 if quick else 20
         self.single_wait = 1.0 if quick else 2.0
@@ -107,6 +111,8 @@ class Settings:
         self.all_wait = 1.0 if quick else 3.0
         #: one-of-N trials stop after this many readers not woken running
         self.give_up = 1 if quick else 2
+        #: ... and after this many seconds in all
+        self.single_budget = 10.0 if quick else 30.0
 
     def k(self, n: int) -> int:
         return max(self.k_min, self.total_chunks // n)
@@ -725,7 +731,7 @@ def probe(name: str, n: int, base: str, quick: bool, n_max: int) -> dict[str, An
     w = Phase(adapter, base, f"{name}-{n}-W", signals=False)
     t0 = time.monotonic()
     w.start(range(n))
-    w.wait_open(n)
+    w.wait_open(n, OPEN_MAX)
     opened_s = time.monotonic() - t0
     held = w.wait_held(w.opened)
     time.sleep(0.3)  # every reader is now blocked in its read
@@ -735,23 +741,42 @@ def probe(name: str, n: int, base: str, quick: bool, n_max: int) -> dict[str, An
                             "max_fd": maxfd_w, "rss_wait_kb": st["VmRSS"]}
     mark("W open")
     ph_w["idle"] = _idle(s.idle_s, w.opened)
-    gc.collect()
-    c0, w0 = time.process_time(), time.monotonic_ns()
-    released = control(base, "release", g=w.group, k=k)["released"]
-    left = w.join(120)
-    cpu = time.process_time() - c0
-    ends = [r[1] for r in w.result.values() if r[0] == "ended"]
-    chunks = sum(r[2] for r in w.result.values())
-    ok = sum(1 for r in w.result.values() if r[0] == "ended" and r[3] == want_text)
+    def release(ph: Phase) -> dict[str, Any]:
+        gc.collect()
+        c0, w0 = time.process_time(), time.monotonic_ns()
+        released = control(base, "release", g=ph.group, k=k)["released"]
+        left = ph.join(120)
+        cpu = time.process_time() - c0
+        ends = [r[1] for r in ph.result.values() if r[0] == "ended"]
+        chunks = sum(r[2] for r in ph.result.values())
+        wall = (max(ends) - w0) / 1e9 if ends else None
+        return {"released": released, "still_running": left, "chunks": chunks,
+                "text_ok": sum(1 for r in ph.result.values()
+                               if r[0] == "ended" and r[3] == want_text),
+                "wall_s": wall, "cpu_s": cpu,
+                "chunks_s": chunks / wall if wall and chunks else None}
+
+    rounds = [release(w)]
     st = _status()
-    wall = (max(ends) - w0) / 1e9 if ends else None
-    ph_w.update(released=released, k=k, json_chunks_per_stream=n_json, chunks=chunks,
-                text_ok=ok, still_running=left, stream_wall_s=wall, stream_cpu_s=cpu,
-                chunks_s=chunks / wall if wall and chunks else None,
-                cpu_s_per_1000=cpu / chunks * 1000 if chunks else None,
-                hwm_kb=st["VmHWM"], rss_per_stream_kb=(st["VmHWM"] - base_rss) / n,
-                rss_wait_per_stream_kb=(ph_w["rss_wait_kb"] - base_rss) / n,
-                errors=w.errors)
+    ph_w.update(k=k, json_chunks_per_stream=n_json, hwm_kb=st["VmHWM"],
+                rss_per_stream_kb=(st["VmHWM"] - base_rss) / n,
+                rss_wait_per_stream_kb=(ph_w["rss_wait_kb"] - base_rss) / n)
+    for j in range(1, s.rounds):  # more rounds for the rate only: the best is kept
+        again = Phase(adapter, base, f"{name}-{n}-W{j}", signals=False)
+        again.start(range(n))
+        again.wait_open(n, OPEN_MAX)
+        again.wait_held(again.opened)
+        time.sleep(0.2)
+        rounds.append(release(again))
+        w.errors.update({f"round {j + 1}: {e}": c for e, c in again.errors.items()})
+    best = max(rounds, key=lambda r: r["chunks_s"] or 0.0)
+    ph_w.update(rounds=rounds, released=sum(r["released"] for r in rounds),
+                text_ok=sum(r["text_ok"] for r in rounds),
+                still_running=sum(r["still_running"] for r in rounds),
+                chunks=best["chunks"], stream_wall_s=best["wall_s"],
+                stream_cpu_s=best["cpu_s"], chunks_s=best["chunks_s"],
+                cpu_s_per_1000=best["cpu_s"] / best["chunks"] * 1000 if best["chunks"]
+                else None, errors=w.errors)
     gc.collect()
     ph_w["fds_after"], _ = _fds()
     ph_w["threads_after"] = _status()["Threads"]
@@ -764,7 +789,7 @@ def probe(name: str, n: int, base: str, quick: bool, n_max: int) -> dict[str, An
     a = Phase(adapter, base, f"{name}-{n}-A", signals=adapter.signals)
     t0 = time.monotonic()
     a.start(range(n + m))
-    a.wait_open(n + m)
+    a.wait_open(n + m, OPEN_MAX)
     opened_s = time.monotonic() - t0
     held = a.wait_held(a.opened)
     time.sleep(0.3)
@@ -781,7 +806,8 @@ def probe(name: str, n: int, base: str, quick: bool, n_max: int) -> dict[str, An
         extra = [i for i in range(n, n + m) if i in a.abort_fn and not a.done[i].is_set()]
         single: list[dict[str, Any]] = []
         not_woken = 0
-        while extra and not_woken < s.give_up:  # not woken so often: not tried further
+        budget = time.monotonic() + s.single_budget
+        while extra and not_woken < s.give_up and time.monotonic() < budget:
             r = _abort(a, [extra.pop(0)], s.single_wait)
             single.append({"ms": r["ms"][0] if r["ms"] else None, "closed": r["closed"],
                            "hung": r["hung"], "outcomes": r["outcomes"]})
@@ -875,7 +901,7 @@ def measure(names: list[str], quick: bool, ns: Optional[tuple[int, ...]] = None
     finally:
         server.close()
     return {"meta": {"quick": quick, "ns": list(ns), "idle_s": s.idle_s,
-                     "total_chunks": s.total_chunks, "k_min": s.k_min,
+                     "total_chunks": s.total_chunks, "k_min": s.k_min, "rounds": s.rounds,
                      "single_trials": s.single_trials, "single_wait_s": s.single_wait,
                      "all_wait_s": s.all_wait, "read_timeout_s": READ_TIMEOUT,
                      "stack_bytes": STACK, "seconds": round(time.monotonic() - started, 1)},
@@ -1009,7 +1035,8 @@ def notes(conc: dict[str, Any]) -> list[str]:
         how = next((r.get("abort_how") for r in by_n.values() if "abort_how" in r), "")
         out.append(f"{name}: {how}")
         for n, r in by_n.items():
-            lead = f"{int(n):,} stream{'s' if int(n) > 1 else ''}:"
+            n_int = int(n)
+            lead = f"{n_int:,} stream{'s' if n_int > 1 else ''}:"
             if "failed" in r:
                 out.append(f"  {lead} {r['failed']}")
                 continue
@@ -1029,6 +1056,20 @@ def notes(conc: dict[str, Any]) -> list[str]:
             if top >= 1000:
                 out.append(f"  {lead} highest fd {top} (select.select() refuses fds >= "
                            "1024)")
+            slow = [f"{ph} {r[ph]['open_s']:.1f} s" for ph in ("W", "A")
+                    if r[ph]["open_s"] > 5]
+            if slow:
+                out.append(f"  {lead} opening the streams took (W no signal, A "
+                           f"{'signals' if r['A']['signals'] else 'the same'}): "
+                           + ", ".join(slow))
+            if r["W"]["opened"] < n_int or r["A"]["opened"] < r["A"]["streams"]:
+                out.append(f"  {lead} opened only {r['W']['opened']} (W) and "
+                           f"{r['A']['opened']} of {r['A']['streams']} (A) within "
+                           f"{OPEN_MAX:g} s")
+            one = r["A"].get("one")
+            if one and one["trials"] < r["A"]["streams"] - n_int and one["woken"] == \
+                    one["trials"]:
+                out.append(f"  {lead} {one['trials']} one-of-N trials in the time allowed")
             aft = r["after"]
             if aft["fds_closed"] != r["baseline"]["fds"] or aft["threads"] != \
                     r["baseline"]["threads"]:
@@ -1037,7 +1078,8 @@ def notes(conc: dict[str, Any]) -> list[str]:
                            f"open, {aft['fds_closed']} after close() (baseline "
                            f"{r['baseline']['fds']})")
     out.append(f"idle windows {meta.get('idle_s')} s; chunks per stream max({meta.get('k_min')},"
-               f" {meta.get('total_chunks'):,} / N); a reader not ended {meta.get('all_wait_s')}"
+               f" {meta.get('total_chunks'):,} / N), chunks/s the best of {meta.get('rounds')} "
+               f"round(s); a reader not ended {meta.get('all_wait_s')}"
                f" s after the abort of all ({meta.get('single_wait_s')} s for one) is 'not "
                "woken' and is then hung up on by the server")
     return out
