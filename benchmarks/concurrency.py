@@ -966,7 +966,7 @@ def rows(conc: dict[str, Any]) -> list[tuple[str, dict[str, str]]]:
             lambda r, c: f(_get(r, "A", "idle", "cpu_pct"), ".2f")
             if _get(r, "A", "signals") else "n/a", n)
         add(f"{lead} peak RSS KiB / stream",
-            lambda r, c: f(_get(r, "W", "rss_per_stream_kb"), ",.0f"), n)
+            lambda r, c: f(_get(r, "W", "rss_per_stream_kb"), ",.1f"), n)
 
         def rate(r: dict[str, Any], c: str) -> str:
             w = r["W"]
@@ -1024,7 +1024,7 @@ def targets(conc: dict[str, Any]) -> list[dict[str, Any]]:
         m = mine["W"]["rss_per_stream_kb"]
         out.append({"target": f"peak RSS per stream <= the best peer's, {label}",
                     "met": m <= rss[best],
-                    "figure": f"{m:,.0f} KiB, best peer {best} {rss[best]:,.0f} KiB"})
+                    "figure": f"{m:,.1f} KiB, best peer {best} {rss[best]:,.1f} KiB"})
         cs = {k: v["W"]["chunks_s"] or 0.0 for k, v in peers_r.items()}
         best = max(cs, key=lambda k: cs[k])
         m = mine["W"]["chunks_s"] or 0.0
