@@ -747,6 +747,7 @@ def probe(name: str, n: int, base: str, quick: bool, n_max: int) -> dict[str, An
                             "max_fd": maxfd_w, "rss_wait_kb": st["VmRSS"]}
     mark("W open")
     ph_w["idle"] = _idle(s.idle_s, w.opened)
+
     def release(ph: Phase) -> dict[str, Any]:
         gc.collect()
         c0, w0 = time.process_time(), time.monotonic_ns()
