@@ -1,7 +1,7 @@
 """The benchmark suite: alltoken side by side with its peers and a limit row, in one run.
 
-    python3 benchmarks/run.py            # full run (about 8 minutes on 2 cores)
-    python3 benchmarks/run.py --quick    # smoke run (about 3 minutes)
+    python3 benchmarks/run.py            # full run (about 8 to 10 minutes on 2 cores)
+    python3 benchmarks/run.py --quick    # smoke run (about 3 to 4 minutes)
     python3 benchmarks/run.py --no-peers # standard library only: alltoken and the limit rows
 
 Builds (once) and re-runs itself under ``benchmarks/.venv``, which holds the peers
@@ -1025,7 +1025,7 @@ PARTS = {1: "SSE parse", 2: "end-to-end throughput", 3: "time to first token", 4
 def main(argv: Optional[list[str]] = None) -> int:
     args_in = sys.argv[1:] if argv is None else list(argv)
     p = argparse.ArgumentParser(prog="run", description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="a smoke run (about 3 minutes)")
+    p.add_argument("--quick", action="store_true", help="a smoke run (3 to 4 minutes)")
     p.add_argument("--no-peers", action="store_true",
                    help="standard library only: alltoken and the limit rows, no .venv")
     p.add_argument("--parts", default=",".join(map(str, PARTS)),
