@@ -1,7 +1,7 @@
 """The benchmark suite: alltoken side by side with its peers and a limit row, in one run.
 
-    python3 benchmarks/run.py            # full run (about 4 minutes on 2 cores)
-    python3 benchmarks/run.py --quick    # smoke run (about a minute)
+    python3 benchmarks/run.py            # full run (about 8 to 10 minutes on 2 cores)
+    python3 benchmarks/run.py --quick    # smoke run (about 3 to 4 minutes)
     python3 benchmarks/run.py --no-peers # standard library only: alltoken and the limit rows
 
 Builds (once) and re-runs itself under ``benchmarks/.venv``, which holds the peers
@@ -21,7 +21,11 @@ run:
 5. cold start of a fresh ``python -c`` that imports and streams one short answer, against
    ``python -c "import http.client, json"`` (the floor);
 6. peak RSS streaming a long answer at two lengths, and the growth per chunk beyond the
-   text the client holds.
+   text the client holds;
+7. concurrency (``concurrency.py``): 1, 100 and 1,000 streams in one process sharing one
+   client, a thread each: idle CPU while they wait (with and without abort signals), peak
+   RSS per stream, aggregate chunks/s, abort latency of all at once and of one of 1,000,
+   threads and fds after (alltoken, openai, httpx-sse).
 
 Prints one table, writes ``benchmarks/results/latest.json`` and the bar chart
 ``benchmarks/performance.svg``. Where alltoken misses a target, the run profiles it and
@@ -62,6 +66,7 @@ for _p in (str(HERE), str(ROOT)):
 
 import bench_sse  # noqa: E402
 import clients  # noqa: E402
+import concurrency  # noqa: E402
 import peers  # noqa: E402
 from server import TTFT_GAP, TTFT_PAUSE, Server  # noqa: E402
 
@@ -624,6 +629,7 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
                     "figure": f"{m['growth_b_per_chunk']:+.1f} B/chunk beyond the text held, "
                               f"limit row {lim:+.1f}: {excess:+.1f} B/chunk over the limit "
                               "row"})
+    out.extend(concurrency.targets(res.get("concurrency", {})))
     return out
 
 
@@ -748,6 +754,10 @@ def table(res: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     for n in lengths:
         add(f"6 peak RSS MB, {n // 1000}k chunks", lambda c, n=n: m(c, n))
     add("6 growth B/chunk beyond text", lambda c: m(c, None))
+    for label, cells in concurrency.rows(res.get("concurrency", {})):
+        def conc_cell(c: str, cells: dict[str, str] = cells) -> str:
+            return cells.get(c, "")
+        add(label, conc_cell)
     return cols, rows
 
 
@@ -783,6 +793,10 @@ def print_table(res: dict[str, Any]) -> None:
         closed = (f"; server saw the close at p50 {r['closed_p50_ms']:.2f} ms after the "
                   "abort" if "closed_p50_ms" in r else "; the server never saw a close")
         print(f"    {name}: {r['how']} -> {what} [{outs}]{closed}")
+    if res.get("concurrency"):
+        print("  7 concurrency - what was done, and what happened:")
+        for line in concurrency.notes(res["concurrency"]):
+            print(f"    {line}")
     wrong = [(k, name, r["wrong"]) for k in ("e2e", "memory")
              for name, r in res.get(k, {}).items() if "wrong" in r]
     for part, name, why in wrong:
@@ -876,6 +890,7 @@ def svg(res: dict[str, Any]) -> str:
     group("Cold start, import + one answer, median (floor / client)", "cold_start",
           lambda r: 1 / r["x_floor"] if "x_floor" in r else None,
           lambda r: f"{r['median_ms']:.0f} ms")
+    groups.extend(_concurrency_groups(res.get("concurrency", {})))
 
     values = [v for _, bars in groups for _, v, _ in bars if v is not None]
     xmax = max([1.0, *values]) * 1.05
@@ -889,13 +904,17 @@ def svg(res: dict[str, Any]) -> str:
         y += 20
         top = y
         n = len(bars)
-        body.append(f'<line x1="{one:.1f}" y1="{top - 2}" x2="{one:.1f}" '
-                    f'y2="{top + n * (bar_h + gap)}" stroke="#555" stroke-dasharray="3,2"/>')
+        if any(v is not None for _, v, _ in bars):  # not for a group of text lines
+            body.append(f'<line x1="{one:.1f}" y1="{top - 2}" x2="{one:.1f}" '
+                        f'y2="{top + n * (bar_h + gap)}" stroke="#555" '
+                        'stroke-dasharray="3,2"/>')
         for name, v, note in bars:
             color = "#1f6feb" if name == "alltoken" else "#8c959f"
             body.append(f'<text x="{left - 6}" y="{y + 11}" text-anchor="end">{_x(name)}</text>')
             if v is None:
-                body.append(f'<text x="{left + 4}" y="{y + 11}" fill="#b00">{_x(note)}</text>')
+                bad = note.startswith(("WRONG", "failed"))
+                body.append(f'<text x="{left + 4}" y="{y + 11}" '
+                            f'fill="{"#b00" if bad else "#333"}">{_x(note)}</text>')
             else:
                 w = max(1.0, v / xmax * plot_w)
                 body.append(f'<rect x="{left}" y="{y}" width="{w:.1f}" height="{bar_h}" '
@@ -925,6 +944,58 @@ def svg(res: dict[str, Any]) -> str:
         "</svg>", ""])
 
 
+def _concurrency_groups(conc: dict[str, Any]) -> list[tuple[str, list[Bar]]]:
+    """Part 7 at its largest N: chunks/s and RSS per stream as ratios to the best peer's,
+    then a line per client with its idle CPU and abort latency (no bar: those have no
+    baseline a ratio could be taken against)."""
+    ns = conc.get("meta", {}).get("ns")
+    if not ns:
+        return []
+    n = max(ns)
+    got = {c: conc["runs"][c].get(str(n)) for c in concurrency.CLIENTS
+           if c in conc.get("runs", {})}
+    ok = {c: r for c, r in got.items() if r and "failed" not in r}
+    peer = {c: r for c, r in ok.items() if c != "alltoken"}
+    head = f"{n:,} concurrent streams, one thread each"
+    groups: list[tuple[str, list[Bar]]] = []
+    rate = {c: r["W"]["chunks_s"] for c, r in ok.items()
+            if r["W"]["chunks_s"] and r["W"]["text_ok"] == r["W"]["released"]}
+    rss = {c: r["W"]["rss_per_stream_kb"] for c, r in ok.items()}
+    best_rate = max((v for c, v in rate.items() if c in peer), default=None)
+    best_rss = min((v for c, v in rss.items() if c in peer), default=None)
+    if best_rate:
+        groups.append((f"{head}: aggregate chunks/s (client / best peer)", [
+            (c, rate[c] / best_rate if c in rate else None,
+             f"{rate[c] / 1000:.0f}k chunks/s" if c in rate else
+             "failed" if c not in ok else "WRONG") for c in got]))
+    if best_rss:
+        groups.append((f"{head}: peak RSS per stream (best peer / client)", [
+            (c, best_rss / rss[c] if c in rss and rss[c] > 0 else None,
+             f"{rss[c]:.0f} KiB" if c in rss else "failed") for c in got]))
+    lines: list[Bar] = []
+    for c, r in got.items():
+        if c not in ok:
+            lines.append((c, None, "failed"))
+            continue
+        a = r["A"]
+        idle = f"idle {r['W']['idle']['cpu_pct']:.2f}% of a core"
+        if a["signals"]:
+            idle += f" ({a['idle']['cpu_pct']:.1f}% with signals)"
+        ab = []
+        for which, what in (("all", "all"), ("one", "one")):
+            x = a.get(which)
+            if not x:
+                continue
+            total = x.get("n", x.get("trials", 0))
+            ab.append(f"{what} p99 {x['p99_ms']:.1f} ms" if x["woken"] == total and
+                      "p99_ms" in x else f"{what}: {total - x['woken']}/{total} not woken")
+        lines.append((c, None, f"{idle}; abort {', '.join(ab)}"))
+    if lines:
+        groups.append((f"{n:,} streams: idle CPU while waiting; abort latency (targets "
+                       "<= 1% with signals, p99 <= 5 ms)", lines))
+    return groups
+
+
 def _svg_footer(res: dict[str, Any]) -> str:
     parts = []
     a = res.get("abort", {}).get("alltoken", {})
@@ -948,16 +1019,16 @@ def _x(s: str) -> str:
 
 
 PARTS = {1: "SSE parse", 2: "end-to-end throughput", 3: "time to first token", 4: "abort",
-         5: "cold start", 6: "memory"}
+         5: "cold start", 6: "memory", 7: "concurrency"}
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     args_in = sys.argv[1:] if argv is None else list(argv)
     p = argparse.ArgumentParser(prog="run", description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="a smoke run (about a minute)")
+    p.add_argument("--quick", action="store_true", help="a smoke run (3 to 4 minutes)")
     p.add_argument("--no-peers", action="store_true",
                    help="standard library only: alltoken and the limit rows, no .venv")
-    p.add_argument("--parts", default="1,2,3,4,5,6",
+    p.add_argument("--parts", default=",".join(map(str, PARTS)),
                    help="which measurements, e.g. 2,5 (" + ", ".join(
                        f"{k} {v}" for k, v in PARTS.items()) + "); default: all")
     p.add_argument("--json", default=str(RESULTS / "latest.json"), help="default: %(default)s")
@@ -982,9 +1053,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         parts = {int(x) for x in args.parts.split(",") if x.strip()}
     except ValueError:
-        p.error("--parts takes numbers 1 to 6, comma-separated")
+        p.error(f"--parts takes numbers 1 to {len(PARTS)}, comma-separated")
     if not parts or not parts <= set(PARTS):
-        p.error("--parts takes numbers 1 to 6, comma-separated")
+        p.error(f"--parts takes numbers 1 to {len(PARTS)}, comma-separated")
 
     note = ""
     if not args.no_peers and not peers.in_venv():
@@ -1003,7 +1074,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     def step(n: int, what: str) -> bool:
         if n in parts:
-            log(f"{n}/6 {PARTS[n]}{what}")
+            log(f"{n}/{len(PARTS)} {PARTS[n]}{what}")
         return n in parts
 
     sse: dict[str, Any] = {}
@@ -1039,6 +1110,12 @@ def main(argv: Optional[list[str]] = None) -> int:
             res["cold_start"] = cold_start(server, names, s.cold_runs)
         if step(6, f" ({lengths[0]:,} and {lengths[1]:,} chunks, a fresh process each)"):
             res["memory"] = memory(server, names, lengths)
+        conc_names, _ = concurrency.available(
+            tuple(c for c in concurrency.CLIENTS if c in names))
+        conc_ns = concurrency.QUICK_NS if args.quick else concurrency.NS
+        if step(7, f" ({', '.join(f'{n:,}' for n in conc_ns)} streams, a fresh process "
+                   f"each): {', '.join(conc_names)}"):
+            res["concurrency"] = concurrency.measure(conc_names, args.quick, conc_ns)
         res["meta"] = {
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "python": platform.python_version(),
@@ -1049,6 +1126,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             "ttft_gap_s": TTFT_GAP, "ttft_pause_s": TTFT_PAUSE,
             "abort_trials": s.abort_trials, "abort_read_timeout_s": clients.ABORT_TIMEOUT,
             "cold_runs": s.cold_runs, "memory_lengths": list(lengths),
+            "concurrency_ns": list(conc_ns),
             "versions": versions, "heavy_imports": heavy_imports(),
         }
         res["missing"] = missing
