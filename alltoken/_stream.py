@@ -20,6 +20,13 @@ connection) re-opens the request under the same retry budget; after it, nothing 
 retried, because a token must never be handed to the caller twice. ``data: [DONE]`` ends
 the chunks, but the body is read to its end for the cost comment that may follow.
 
+The chunk loop keeps what each chunk adds and nothing more (the first choice's pieces,
+the other choices' in ``_ChoiceBuilder``s, the first chunk that names the answer, the
+last event's data text, a few clock readings); what is built from them -- the
+``completion()``, the parsed tool-call arguments, the ``Timings`` -- is built when asked
+for, so a caller that never asks pays nothing per chunk. ``sse()`` relays the data text
+of each chunk as received, from the same loop.
+
 Every ending goes through the generator's ``finally``: a body read to its end returns the
 connection to the client's pool, anything else (break, ``close()`` from any thread,
 error, abort, garbage collection) closes the socket. Accumulated state is updated before
@@ -596,6 +603,8 @@ class Stream(_Answer):
         request_id: The server's ``x-request-id``, or None.
         chunks: How many chunks have been yielded.
         done: Whether ``data: [DONE]`` arrived.
+        timings: A :class:`Timings` snapshot: when the headers, the first token and the
+            end came, and how many requests were sent.
 
     These attributes are those of the first choice (index 0); :meth:`completion` has
     every choice of an ``n > 1`` stream. Also: :meth:`completion` (the answer as a
