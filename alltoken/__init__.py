@@ -25,7 +25,7 @@ from ._errors import (
     RateLimitError,
 )
 from ._partial_json import PartialJSON, parse_partial_json
-from ._stream import Stream, TextStream
+from ._stream import Stream, TextStream, Timings
 from ._transport import Proxy, Signal, Timeout
 from ._types import (
     ChatCompletion,
@@ -81,6 +81,7 @@ __all__ = [
     "Stream",
     "TextStream",
     "Timeout",
+    "Timings",
     "ToolCall",
     "ToolCallDelta",
     "Usage",

@@ -87,6 +87,17 @@ def expected_output(code: str, server: t.LocalServer) -> str:
         return e("[ServerSentEvent(data='hello', event='message', id=''), "
                  "ServerSentEvent(data='world', event='message', id=''), "
                  "Comment(text='cost')]\n")
+    if "stream.completion()" in code:
+        return (e(offline_answer(server, "Hello there") + "\n")
+                + r"chatcmpl-local stop \d+ True\n")
+    if "tool_call_arguments" in code:
+        return e("{'path': 'notes.t'}\n{'path': 'notes.txt', 'content': 'Dear'}\n"
+                 "{'path': 'notes.txt', 'content': 'Dear diary,'}\n"
+                 + "{'path': 'notes.txt', 'content': 'Dear diary, today...'}\n" * 2)
+    if "stream.timings" in code:
+        return r"None\nheaders \d+ ms, first token \d+ ms, end \d+ ms, 1 attempt\(s\)\n"
+    if ".sse()" in code:
+        return e('data: {"id": "chatcmpl-local", "object\ndata: [DONE]\n: {"cost":"\n')
     if "parse_partial_json" in code:
         return e("{'city': 'Par'}\n{'days': [1]}\n{'path': 'a.t'} False\n"
                  "{'path': 'a.txt', 'lines': [1]} False\n"
@@ -125,6 +136,6 @@ def test_readme_example_prints_what_it_should(env: t.LocalServer, line: int,
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
         exec(compile(code, f"README.rst:{line}", "exec"), {"__name__": "__readme__"})
     assert re.fullmatch(want, out.getvalue(), re.DOTALL), out.getvalue()
-    if not any(marker in code for marker in ("SSEDecoder()", "LocalServer(", "partial",
-                                             "def handler(")):
+    if not any(marker in code for marker in ("SSEDecoder()", "LocalServer(",
+                                             "parse_partial_json", "def handler(")):
         assert env.requests, "the example made no request"
