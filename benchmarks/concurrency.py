@@ -1065,8 +1065,8 @@ def notes(conc: dict[str, Any]) -> list[str]:
                            "fd, which another socket may reuse, while the reader polls it)")
             top = max(r["W"]["max_fd"], r["A"]["max_fd"])
             if top >= 1000:
-                out.append(f"  {lead} highest fd {top} (select.select() refuses fds >= "
-                           "1024)")
+                out.append(f"  {lead} highest fd {top} (a client that waited with "
+                           "select.select() could not go past 1023)")
             early = r["A"]["all"].get("ended_before_abort", 0)
             if early:
                 out.append(f"  {lead} {early} reader(s) ended before their abort (see the "
