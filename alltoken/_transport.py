@@ -826,7 +826,7 @@ class _Connection(http.client.HTTPConnection):
                 if proxy.authorization else "")
         self.send(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{auth}\r\n"
                   .encode("latin-1"))
-        del auth  # out of the frame's locals before anything can fail
+        del auth  # not left among the frame's locals if the answer is a failure
         resp = _Response(self.sock, method="CONNECT", deadlines=self.deadlines)
         try:
             resp.begin()
@@ -1077,7 +1077,8 @@ def exchange(pool: Pool, ep: Endpoint, dl: Deadlines, target: str, payload: byte
     (``Proxy-Authorization``; the proxy consumes it, RFC 9110 11.7.2); an https one sends
     them only on ``CONNECT``, never inside the tunnel to the API.
     """
-    if ep.proxy is not None and ep.scheme == "http" and ep.proxy.authorization:
+    if (ep.proxy is not None and ep.scheme == "http" and ep.proxy.authorization
+            and not any(name.lower() == "proxy-authorization" for name in headers)):
         headers = {"Proxy-Authorization": ep.proxy.authorization, **headers}
     headers = private_headers(headers)
     for _ in range(2):
@@ -1216,10 +1217,6 @@ def map_exception(exc: BaseException, phase: str, dl: Optional[Deadlines] = None
     return _network_error(phase, exc, request_id, where)
 
 
-#: TLS failures that say nothing about the peer's TLS: the connection ended or broke
-#: under the handshake (a server restarting, a reset), which another attempt may not meet.
-_TLS_TRANSIENT: Final = ("SSLEOFError", "SSLZeroReturnError", "SSLSyscallError")
-
 #: Why a handshake failed, for the reasons a user can act on (OpenSSL's reason codes).
 _TLS_ADVICE: Final = {
     "WRONG_VERSION_NUMBER": "the server did not answer in TLS: is it a plain-HTTP port? "
@@ -1243,9 +1240,12 @@ def _network_error(phase: str, exc: BaseException, request_id: Optional[str],
             f"{hint}: TLS certificate verification failed: {exc.verify_message}",
             request_id=request_id, retryable=False)
     if ssl_mod is not None and isinstance(exc, ssl_mod.SSLError):
-        if phase == "connect" and type(exc).__name__ not in _TLS_TRANSIENT:
+        if phase == "connect" and not isinstance(exc, (
+                ssl_mod.SSLEOFError, ssl_mod.SSLZeroReturnError, ssl_mod.SSLSyscallError)):
             # The peer's TLS and ours cannot agree (a version, a cipher, not TLS at
-            # all): every attempt would fail the same way.
+            # all): every attempt would fail the same way. The connection ending or
+            # breaking under the handshake (EOF, reset: a server restarting) says
+            # nothing about the peer's TLS and stays retryable.
             reason = str(getattr(exc, "reason", None) or exc)
             advice = _TLS_ADVICE.get(reason)
             return APIConnectionError(
