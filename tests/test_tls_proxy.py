@@ -148,10 +148,14 @@ class ConnectProxy:
                 while not self._stop.is_set():
                     ready, _, _ = select.select(list(pair), [], [], 0.05)
                     for s in ready:
-                        data = s.recv(65536)
+                        try:
+                            data = s.recv(65536)
+                            if data:
+                                pair[s].sendall(data)
+                        except ConnectionError:  # a side hung up hard (a failed handshake)
+                            data = b""
                         if not data:
                             return
-                        pair[s].sendall(data)
 
     def close(self) -> None:
         self._stop.set()
