@@ -19,7 +19,16 @@ from ._errors import APIConnectionError
 from ._request import RESERVED_HEADERS, Request, merge_headers
 from ._retry import RetryPolicy
 from ._stream import Stream, TextStream
-from ._transport import Endpoint, Pool, Proxy, Signal, Timeout, check_header, proxy_for
+from ._transport import (
+    Endpoint,
+    Pool,
+    Proxy,
+    Signal,
+    Timeout,
+    check_header,
+    proxy_for,
+    redact_url,
+)
 from ._types import ChatCompletion
 
 if TYPE_CHECKING:
@@ -65,20 +74,40 @@ def _validate_key(key: object) -> str:
 
 
 def _parse_base_url(url: str) -> tuple[str, str, int, str]:
+    """Split *url* into scheme, host, port and path prefix.
+
+    Raises:
+        TypeError, ValueError: *url* is not an http(s) URL with a host. No message
+            quotes its userinfo or query (a password or a key may be there):
+            :func:`~alltoken._transport.redact_url` stands in.
+    """
     if not isinstance(url, str):
         raise TypeError(f"base_url must be a str, got {type(url).__name__}")
+    shown = redact_url(url)
     if any(c in url for c in "\r\n\x00\t "):
-        raise ValueError(f"base_url must not contain whitespace or NUL characters: {url!r}")
-    parts = urlsplit(url)
+        raise ValueError(f"base_url must not contain whitespace or NUL characters: {shown!r}")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        # urlsplit's own messages can quote the netloc, userinfo included.
+        detail = str(exc)
+        if any(c in detail for c in "@?#"):
+            detail = "malformed"
+        raise ValueError(f"base_url is not a valid URL ({detail}): {shown!r}") from None
     if parts.scheme not in ("http", "https"):
-        raise ValueError(f"base_url must start with http:// or https://, got {url!r}")
+        raise ValueError(f"base_url must start with http:// or https://, got {shown!r}")
     if not parts.hostname:
-        raise ValueError(f"base_url has no host: {url!r}")
-    if parts.username or parts.password:
-        raise ValueError("base_url must not contain credentials; use api_key")
+        raise ValueError(f"base_url has no host: {shown!r}")
+    if parts.username or parts.password or "@" in parts.netloc:
+        raise ValueError(f"base_url must not contain credentials ({shown!r}); use api_key")
     if parts.query or parts.fragment:
-        raise ValueError(f"base_url must not have a query or fragment: {url!r}")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+        raise ValueError(f"base_url must not have a query or fragment: {shown!r} (a key "
+                         "goes in api_key, other headers in default_headers)")
+    if port == 0:
+        raise ValueError(f"base_url has port 0, which no server listens on: {shown!r}")
+    if port is None:
+        port = 443 if parts.scheme == "https" else 80
     return parts.scheme, parts.hostname, port, parts.path.rstrip("/")
 
 
@@ -137,10 +166,16 @@ class AllToken:
                 import ssl  # noqa: F401 - needed for the first request anyway
             except ImportError:
                 raise APIConnectionError(
-                    f"{self._base_url} needs TLS, but this Python was built without the "
-                    "ssl module (OpenSSL); use a Python with ssl, or an http:// base_url "
-                    "such as a local TLS-terminating proxy", retryable=False) from None
+                    f"{redact_url(self._base_url)} needs TLS, but this Python was built "
+                    "without the ssl module (OpenSSL); use a Python with ssl, or an http:// "
+                    "base_url such as a local TLS-terminating proxy", retryable=False) from None
         self._endpoint = Endpoint(scheme, host, port, prefix, proxy_for(scheme, host, port, proxy))
+        if ca_file is not None and ssl_context is None:
+            # Loaded now, so a wrong path is the caller's ValueError/FileNotFoundError at
+            # the constructor, not a surprise at the first request.
+            ctx = self._tls_context()
+            if scheme == "https":
+                self._endpoint = self._endpoint._replace(ssl_context=ctx)
         self._pool = Pool()
         self._policy = RetryPolicy(max_retries)
 
@@ -152,7 +187,7 @@ class AllToken:
 
     def __repr__(self) -> str:
         key = "callable" if callable(self._api_key) else ("set" if self._api_key else "missing")
-        return f"AllToken(base_url={self.base_url!r}, api_key=<{key}>)"
+        return f"AllToken(base_url={redact_url(self.base_url)!r}, api_key=<{key}>)"
 
     @property
     def base_url(self) -> str:
@@ -198,7 +233,14 @@ class AllToken:
         import ssl
 
         # create_default_context loads the system's CAs and honours SSL_CERT_FILE.
-        ctx = ssl.create_default_context(cafile=self._ca_file)
+        ca_file = self._ca_file
+        try:
+            ctx = ssl.create_default_context(cafile=ca_file)
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(exc.errno, "ca_file: no such file", ca_file) from None
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise ValueError(f"ca_file {ca_file!r} holds no usable PEM CA certificate: "
+                             f"{exc}") from None
         if not self._verify:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE

@@ -39,8 +39,11 @@ from ._transport import (
     Pool,
     Timeout,
     _Connection,
-    check_header,
+    authority,
     exchange,
+    proxy_refusal,
+    read_body,
+    redact_url,
     release,
     translate,
 )
@@ -125,7 +128,7 @@ class Request:
         self._own_auth = any(name.lower() == "authorization" for name in self.headers)
         self.endpoint = endpoint
         self.path = endpoint.prefix + "/chat/completions"
-        self.url = f"{endpoint.scheme}://{endpoint.host}:{endpoint.port}{self.path}"
+        self.url = f"{endpoint.scheme}://{authority(endpoint.host, endpoint.port)}{self.path}"
         self.key = key()
 
     def _headers_to_send(self) -> dict[str, str]:
@@ -147,7 +150,7 @@ class Request:
             debug = _log.debug_enabled()
             self.attempts += 1
             if debug:
-                _log.debug("POST %s (attempt %d)", self.url, self.attempts)
+                _log.debug("POST %s (attempt %d)", redact_url(self.url), self.attempts)
             try:
                 conn, resp = exchange(self.pool, self.endpoint, self.deadlines,
                                       self._target(), self.payload, self._headers_to_send())
@@ -160,6 +163,13 @@ class Request:
                              self.request_id, (time.monotonic() - self.started) * 1000)
             if 200 <= resp.status < 300:
                 return conn, resp
+            ep = self.endpoint
+            if resp.status == 407 and ep.proxy is not None and ep.scheme == "http":
+                # The proxy's answer to a plain-HTTP request sent through it (an https
+                # request's would have come to CONNECT). Never retried: see ProxyError.
+                conn.close()
+                raise proxy_refusal(ep.proxy, 407, resp.reason,
+                                    f"the request to {redact_url(self.url)}")
             if resp.status in (307, 308):
                 location = resp.getheader("location")
                 conn.close()
@@ -181,9 +191,10 @@ class Request:
             if not location:
                 why = "the response has no Location"
             else:
-                check_header("redirect location", location)
-                if not location.isascii():
-                    raise ValueError("not ASCII")
+                # RFC 3986: a URI is ASCII, without spaces or control characters
+                # (http.client would refuse to send such a target, after the fact).
+                if not location.isascii() or any(c <= " " or c == "\x7f" for c in location):
+                    raise ValueError("not a URI")
                 target = urlsplit(urljoin(self.url, location))
                 port = target.port or (443 if target.scheme == "https" else 80)
                 same = (target.scheme, (target.hostname or "").lower(), port) == (
@@ -196,13 +207,14 @@ class Request:
         if not why and self.redirects >= MAX_REDIRECTS:
             why = "too many redirects"
         if why:
-            raise APIStatusError(f"HTTP {status} redirect to {excerpt(location or '')} not "
-                                 f"followed: {why}", status_code=status,
-                                 request_id=self.request_id, retryable=False)
+            raise APIStatusError(f"HTTP {status} redirect to "
+                                 f"{excerpt(redact_url(location or ''))} not followed: {why}",
+                                 status_code=status, request_id=self.request_id,
+                                 retryable=False)
         self.redirects += 1
         self.path = target.path + (f"?{target.query}" if target.query else "")
-        self.url = f"{ep.scheme}://{ep.host}:{ep.port}{self.path}"
-        _log.debug("following HTTP %d redirect to %s", status, self.url)
+        self.url = f"{ep.scheme}://{authority(ep.host, ep.port)}{self.path}"
+        _log.debug("following HTTP %d redirect to %s", status, redact_url(self.url))
 
     def recover(self, err: AllTokenError, retry_after: Optional[float] = None) -> None:
         """After a failed attempt: refresh a callable key once after a 401, or wait the
@@ -230,11 +242,11 @@ class Request:
         retry_after = _retry.parse_retry_after(headers, time.time())
         try:
             with translate("response", self.deadlines, self.request_id):
-                body = resp.read(MAX_ERROR_BODY)
+                body, _ = read_body(resp, MAX_ERROR_BODY, self.request_id)
         except AbortedError:
             raise
         except AllTokenError:
-            body = b""
+            body = b""  # unreadable (or undecodable): the status still says what happened
         finally:
             conn.close()
         err = self._error_from_body(status, body, ctype, retry_after, dict(headers))
@@ -272,19 +284,22 @@ class Request:
             conn, resp = self.open()
             try:
                 with translate("response", self.deadlines, self.request_id):
-                    body = resp.read(MAX_JSON_BODY + 1)
+                    # Decoded per Content-Encoding (a caller's Accept-Encoding, or a
+                    # proxy that compresses), bounded by the decoded size.
+                    body, more = read_body(resp, MAX_JSON_BODY, self.request_id)
             except AllTokenError as err:
                 conn.close()
                 self.recover(err)
                 continue
-            if len(body) > MAX_JSON_BODY:
+            if more:
                 conn.close()
                 raise ProtocolError(f"the response is larger than {MAX_JSON_BODY} bytes",
                                     request_id=self.request_id)
             release(self.pool, conn, resp)
             try:
                 obj = json.loads(body)
-            except ValueError:
+            except (ValueError, RecursionError):
+                # RecursionError: nesting deeper than the decoder's stack.
                 raise ProtocolError(
                     f"expected a JSON chat completion, got {excerpt(body)}",
                     request_id=self.request_id) from None

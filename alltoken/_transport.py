@@ -41,7 +41,7 @@ import select
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Callable, Final, NamedTuple, Optional, Protocol, Union, runtime_checkable
 from urllib.parse import urlsplit
@@ -54,15 +54,23 @@ __all__ = [
     "ABORT_POLL",
     "Deadlines",
     "Endpoint",
+    "MAX_INTERIM_RESPONSES",
     "Pool",
+    "PrivateHeaders",
     "Proxy",
+    "ProxyError",
     "Signal",
     "Timeout",
     "check_header",
     "exchange",
     "inflater",
     "map_exception",
+    "authority",
+    "private_headers",
     "proxy_for",
+    "proxy_refusal",
+    "read_body",
+    "redact_url",
     "release",
     "translate",
 ]
@@ -80,6 +88,41 @@ POOL_MAX_PER_ORIGIN: Final = 8
 
 #: ``read1`` size: large enough that a burst is taken in one call, small enough for L2.
 READ_SIZE: Final = 65536
+
+#: Interim (1xx) responses skipped before the final one. A server sends one or two
+#: (``100 Continue``, ``103 Early Hints``); an endless run of them must not hold the
+#: request forever (each one's headers are bounded by http.client).
+MAX_INTERIM_RESPONSES: Final = 32
+
+
+def redact_url(url: str) -> str:
+    """*url* fit for a message, a log line or a repr: its userinfo, query and fragment
+    (where passwords, keys and tokens travel) replaced with ``***``.
+
+    String operations only, so a URL too malformed to parse -- the one an error is
+    about -- is redacted too.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or any(c in scheme for c in "/?#@"):
+        scheme, sep, rest = "", "", url  # no scheme: "user:pw@proxy:3128"
+    end = len(rest)
+    for c in "/?#":
+        i = rest.find(c)
+        if 0 <= i < end:
+            end = i
+    netloc, tail = rest[:end], rest[end:]
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    cut = min((i for i in (tail.find("?"), tail.find("#")) if i >= 0), default=-1)
+    if cut >= 0:
+        tail = tail[:cut] + tail[cut] + "***"
+    return f"{scheme}{sep}{netloc}{tail}"
+
+
+def authority(host: str, port: int) -> str:
+    """``host:port`` as a URL, a ``Host`` header or a ``CONNECT`` target writes it: an
+    IPv6 address in brackets (RFC 3986 3.2.2)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 _POLLIN: Final = getattr(select, "POLLIN", 1)
 _POLLOUT: Final = getattr(select, "POLLOUT", 4)
@@ -460,6 +503,25 @@ class _Response(http.client.HTTPResponse):
         self._sockfile: Optional[io.IOBase] = self.fp
         self.fp = io.BufferedReader(_SocketReader(sock, deadlines), READ_SIZE)
 
+    def _read_status(self) -> tuple[str, int, str]:
+        """The final response's status line: interim (1xx) responses are skipped.
+
+        http.client skips only ``100 Continue``; RFC 9110 15.2 says a client must be
+        able to parse any 1xx before the final response (``102 Processing``, ``103
+        Early Hints``, ...). ``101 Switching Protocols`` answers an upgrade this client
+        never asks for. ``begin()`` calls this, so it never sees a 1xx.
+        """
+        for _ in range(MAX_INTERIM_RESPONSES + 1):
+            version, status, reason = super()._read_status()  # type: ignore[misc]
+            if status >= 200:
+                return version, status, reason
+            if status == 101:
+                raise ProtocolError("the server answered 101 Switching Protocols, but no "
+                                    "protocol upgrade was asked for")
+            http.client.parse_headers(self.fp)  # the interim response's headers: skipped
+        raise ProtocolError(f"more than {MAX_INTERIM_RESPONSES} interim (1xx) responses "
+                            "before the final one")
+
     def _close_conn(self) -> None:
         try:
             super()._close_conn()  # type: ignore[misc]
@@ -474,8 +536,50 @@ class _Response(http.client.HTTPResponse):
                 f.close()
 
 
+class ProxyError(APIConnectionError):
+    """The proxy refused the request: a non-2xx answer to ``CONNECT``, or ``407 Proxy
+    Authentication Required`` to a plain-HTTP request sent through it.
+
+    Not retried (``retryable`` False): sending rejected credentials again can lock the
+    account, and a refusal does not go away by itself. The exception is a 502, 503 or
+    504 to ``CONNECT``: the proxy could not reach the API, as retryable as a failed
+    connect.
+
+    Attributes:
+        proxy: The proxy as ``host:port`` (never its credentials).
+        status_code: The proxy's HTTP status.
+    """
+
+    def __init__(self, message: str, *, proxy: str = "", status_code: int = 0,
+                 request_id: Optional[str] = None, retryable: bool = False) -> None:
+        self.proxy = proxy
+        self.status_code = status_code
+        super().__init__(message, request_id=request_id, retryable=retryable)
+
+    def _state(self) -> dict[str, Any]:
+        state = super()._state()
+        state.update(proxy=self.proxy, status_code=self.status_code)
+        return state
+
+
+def proxy_refusal(proxy: Proxy, status: int, reason: str, what: str) -> ProxyError:
+    """The :class:`ProxyError` for *proxy* answering *status* to *what*."""
+    where = authority(proxy.host, proxy.port)
+    if status == 407:
+        why = ("it rejected the credentials in the proxy URL" if proxy.authorization else
+               "it asks for credentials: put them in the proxy URL, "
+               "http://user:password@host:port")
+    else:
+        why = "see the proxy's configuration or logs"
+    reason = reason.strip()[:100]
+    return ProxyError(f"the proxy {where} refused {what}: HTTP {status}"
+                      + (f" {reason!r}" if reason else "") + f" ({why})",
+                      proxy=where, status_code=status, retryable=status in (502, 503, 504))
+
+
 class Proxy(NamedTuple):
-    """An HTTP proxy: ``http://[user:pass@]host:port``.
+    """An HTTP proxy: ``http://[user:pass@]host[:port]`` (port 80 when left out, as
+    urllib, requests and curl's ``http://`` proxies have it).
 
     (Named tuples, this and :class:`Endpoint`: immutable and hashable, as the pool's
     keys need, at a fraction of a frozen dataclass's import-time cost.)
@@ -506,7 +610,7 @@ class Proxy(NamedTuple):
 
             pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
             auth = "Basic " + base64.b64encode(pair.encode()).decode()
-        return cls(parts.hostname, parts.port or 8080, auth)
+        return cls(parts.hostname, parts.port or 80, auth)
 
 
 def _env(name: str) -> str:
@@ -638,10 +742,7 @@ class _Connection(http.client.HTTPConnection):
         if ep.proxy is not None:
             super().__init__(ep.proxy.host, ep.proxy.port, timeout=dl.timeout.connect)
             if ep.scheme == "https":
-                headers = {}
-                if ep.proxy.authorization:
-                    headers["Proxy-Authorization"] = ep.proxy.authorization
-                self.set_tunnel(ep.host, ep.port, headers)
+                self.set_tunnel(ep.host, ep.port)  # our _tunnel sends the CONNECT
         else:
             super().__init__(ep.host, ep.port, timeout=dl.timeout.connect)
         self.response_class = self._make_response  # type: ignore[assignment]
@@ -711,6 +812,35 @@ class _Connection(http.client.HTTPConnection):
                 sock.close()
                 raise
         raise error if error else OSError("getaddrinfo returned no address")
+
+    def _tunnel(self) -> None:
+        """Open the ``CONNECT`` tunnel to the API (``HTTPConnection.connect`` calls this).
+
+        Replaces http.client's own: an IPv6 target in brackets (3.9-3.11 send
+        ``CONNECT ::1:443``), ``Host`` as HTTP/1.1 requires, 1xx answers skipped, any
+        2xx accepted, and a refusal a :class:`ProxyError` naming the proxy and the
+        status instead of a retryable ``OSError``.
+        """
+        ep = self.endpoint
+        proxy = ep.proxy
+        assert proxy is not None and self.sock is not None
+        target = authority(ep.host, ep.port)
+        auth = (f"Proxy-Authorization: {proxy.authorization}\r\n"
+                if proxy.authorization else "")
+        self.send(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{auth}\r\n"
+                  .encode("latin-1"))
+        del auth  # not left among the frame's locals if the answer is a failure
+        resp = _Response(self.sock, method="CONNECT", deadlines=self.deadlines)
+        try:
+            resp.begin()
+            status, reason = resp.status, resp.reason
+        finally:
+            resp.fp = None  # type: ignore[assignment]  # the tunnel's bytes are TLS's now
+            f, resp._sockfile = resp._sockfile, None
+            if f is not None:
+                f.close()
+        if not 200 <= status < 300:
+            raise proxy_refusal(proxy, status, reason, f"a tunnel to {target}")
 
     def connect(self) -> None:
         t = self.deadlines.timeout.connect
@@ -898,16 +1028,69 @@ def _peer_closed(conn: _Connection) -> bool:
         return True
 
 
+class PrivateHeaders(dict[str, str]):
+    """Request headers whose ``repr`` hides credential values.
+
+    What crosses frames holding a key is one of these, so a traceback printed with its
+    locals (``traceback``'s ``capture_locals``, ``pytest --showlocals``, error trackers
+    that fall back to ``repr``) does not show the key. Credentials go first: http.client
+    leaves the *last* header's value in a local of its sending frame.
+
+    **Limit:** while the request head is being sent, http.client holds it as bytes in
+    a local (``msg``); a failure during the send can show it.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "{" + ", ".join(
+            f"{k!r}: " + ("'<hidden>'" if k.lower() in _CREDENTIALS else repr(v))
+            for k, v in self.items()) + "}"
+
+
+_CREDENTIALS: Final = frozenset({"authorization", "proxy-authorization", "api-key",
+                                 "x-api-key", "cookie"})
+
+
+def private_headers(headers: Mapping[str, str]) -> PrivateHeaders:
+    """*headers* as :class:`PrivateHeaders`, credentials first."""
+    out = PrivateHeaders()
+    for name, value in headers.items():
+        if name.lower() in _CREDENTIALS:
+            out[name] = value
+    for name, value in headers.items():
+        if name.lower() not in _CREDENTIALS:
+            out[name] = value
+    return out
+
+
+def _where(ep: Endpoint) -> str:
+    """Where a connect goes, for its error message."""
+    where = " to " + authority(ep.host, ep.port)
+    if ep.proxy is not None:
+        where += " through the proxy " + authority(ep.proxy.host, ep.proxy.port)
+    return where
+
+
 def exchange(pool: Pool, ep: Endpoint, dl: Deadlines, target: str, payload: bytes,
-             headers: dict[str, str]) -> tuple[_Connection, http.client.HTTPResponse]:
+             headers: Mapping[str, str]) -> tuple[_Connection, http.client.HTTPResponse]:
     """Send one POST and wait for its status and headers, on a pooled connection or a
-    new one. A pooled connection the server had closed is replaced once, silently."""
+    new one. A pooled connection the server had closed is replaced once, silently.
+
+    A plain-HTTP request through a proxy carries the proxy's credentials
+    (``Proxy-Authorization``; the proxy consumes it, RFC 9110 11.7.2); an https one sends
+    them only on ``CONNECT``, never inside the tunnel to the API.
+    """
+    if (ep.proxy is not None and ep.scheme == "http" and ep.proxy.authorization
+            and not any(name.lower() == "proxy-authorization" for name in headers)):
+        headers = {"Proxy-Authorization": ep.proxy.authorization, **headers}
+    headers = private_headers(headers)
     for _ in range(2):
         dl.start_attempt()
         conn, reused = pool.get(ep, dl)
         try:
             if conn.sock is None:
-                with translate("connect", dl):
+                with translate("connect", dl, where=_where(ep)):
                     conn.connect()
             with translate("send", dl):
                 conn.request("POST", target, payload, headers)
@@ -943,6 +1126,33 @@ def release(pool: Pool, conn: _Connection, resp: http.client.HTTPResponse) -> No
 #: The most bytes one inflate step produces: a small compressed body can expand a
 #: thousandfold, and the decoder's limits only bound what it is fed at a time.
 INFLATE_STEP: Final = 64 * 1024
+
+
+def read_body(resp: http.client.HTTPResponse, limit: int, request_id: Optional[str]
+              ) -> tuple[bytes, bool]:
+    """Read a whole (non-streamed) body, decoded per its ``Content-Encoding``, keeping
+    at most *limit* decoded bytes; also whether there was more.
+
+    The bound applies to the decoded size, one :data:`INFLATE_STEP` at a time, so a
+    small compressed body cannot expand past it; the compressed bytes read are bounded
+    by *limit* too. Raises what ``read1`` raises (wrap it in :func:`translate`) and
+    ``ProtocolError`` for an unsupported encoding or corrupt compressed data.
+    """
+    inflate = inflater(resp.getheader("content-encoding"), request_id)
+    parts: list[bytes] = []
+    size = raw = 0
+    while True:
+        data = resp.read1(READ_SIZE)
+        if not data:
+            return b"".join(parts), False
+        raw += len(data)
+        for piece in ((data,) if inflate is None else inflate(data)):
+            parts.append(piece)
+            size += len(piece)
+            if size > limit:
+                return b"".join(parts)[:limit], True
+        if raw > limit:
+            return b"".join(parts), True
 
 
 def inflater(encoding: Optional[str], request_id: Optional[str]
@@ -988,30 +1198,44 @@ _PHASE_HINT: Final = {
 
 @contextlib.contextmanager
 def translate(phase: str, dl: Optional[Deadlines] = None,
-              request_id: Optional[str] = None) -> Iterator[None]:
+              request_id: Optional[str] = None, *, where: str = "") -> Iterator[None]:
     """Map network and ``http.client`` failures in the block to alltoken errors.
 
     ``AllTokenError`` passes through unchanged. A failure while the abort signal is set
-    becomes ``AbortedError`` (closing the socket is how some failures arise).
+    becomes ``AbortedError`` (closing the socket is how some failures arise). *where*
+    is added to the message's phase (" to host:port through the proxy host:port").
     """
     try:
         yield
     except (OSError, http.client.HTTPException, ValueError) as exc:
-        raise map_exception(exc, phase, dl, request_id) from exc
+        raise map_exception(exc, phase, dl, request_id, where=where) from exc
 
 
 def map_exception(exc: BaseException, phase: str, dl: Optional[Deadlines] = None,
-                  request_id: Optional[str] = None) -> AllTokenError:
+                  request_id: Optional[str] = None, *, where: str = "") -> AllTokenError:
     """The alltoken error for a network or framing failure *exc* during *phase*."""
     if dl is not None and (dl.aborted is not None
                            or (dl.signal is not None and dl.signal.is_set())):
         return AbortedError(dl.aborted or "the request was aborted by its signal",
                             request_id=request_id)
-    return _network_error(phase, exc, request_id)
+    return _network_error(phase, exc, request_id, where)
 
 
-def _network_error(phase: str, exc: BaseException, request_id: Optional[str]) -> AllTokenError:
-    hint = _PHASE_HINT.get(phase, phase)
+#: Why a handshake failed, for the reasons a user can act on (OpenSSL's reason codes).
+_TLS_ADVICE: Final = {
+    "WRONG_VERSION_NUMBER": "the server did not answer in TLS: is it a plain-HTTP port? "
+                            "(use an http:// base_url for that)",
+    "UNSUPPORTED_PROTOCOL": "the server offers only a TLS version this client refuses "
+                            "(TLS 1.2 is the least accepted by default)",
+    "TLSV1_ALERT_PROTOCOL_VERSION": "the server does not speak a TLS version this client "
+                                    "accepts",
+    "NO_PROTOCOLS_AVAILABLE": "no TLS version is both allowed here and offered there",
+}
+
+
+def _network_error(phase: str, exc: BaseException, request_id: Optional[str],
+                   where: str = "") -> AllTokenError:
+    hint = _PHASE_HINT.get(phase, phase) + where
     if isinstance(exc, socket.timeout):
         return APITimeoutError(f"{hint}: timed out", request_id=request_id)
     ssl_mod = sys.modules.get("ssl")
@@ -1020,6 +1244,17 @@ def _network_error(phase: str, exc: BaseException, request_id: Optional[str]) ->
             f"{hint}: TLS certificate verification failed: {exc.verify_message}",
             request_id=request_id, retryable=False)
     if ssl_mod is not None and isinstance(exc, ssl_mod.SSLError):
+        if phase == "connect" and not isinstance(exc, (
+                ssl_mod.SSLEOFError, ssl_mod.SSLZeroReturnError, ssl_mod.SSLSyscallError)):
+            # The peer's TLS and ours cannot agree (a version, a cipher, not TLS at
+            # all): every attempt would fail the same way. The connection ending or
+            # breaking under the handshake (EOF, reset: a server restarting) says
+            # nothing about the peer's TLS and stays retryable.
+            reason = str(getattr(exc, "reason", None) or exc)
+            advice = _TLS_ADVICE.get(reason)
+            return APIConnectionError(
+                f"{hint}: TLS handshake failed: {reason}" + (f" ({advice})" if advice else ""),
+                request_id=request_id, retryable=False)
         return APIConnectionError(f"{hint}: TLS error: {exc}", request_id=request_id)
     if isinstance(exc, http.client.IncompleteRead):
         return APIConnectionError(
@@ -1038,8 +1273,15 @@ def _network_error(phase: str, exc: BaseException, request_id: Optional[str]) ->
                              request_id=request_id)
     if isinstance(exc, ValueError):
         return ProtocolError(f"{hint}: malformed HTTP framing: {exc}", request_id=request_id)
-    if isinstance(exc, http.client.HTTPException):
+    if isinstance(exc, http.client.ImproperConnectionState):
+        # The connection's state, not the server's bytes: a fresh attempt clears it.
         return APIConnectionError(f"{hint}: {type(exc).__name__}: {exc}", request_id=request_id)
+    if isinstance(exc, http.client.HTTPException):
+        # The response broke HTTP's framing ("got more than 100 headers", an unknown
+        # HTTP version or transfer coding, an invalid URL it made us build): sending
+        # the request again would bring the same answer.
+        return ProtocolError(f"{hint}: malformed HTTP response: {type(exc).__name__}: "
+                             f"{exc}"[:300], request_id=request_id)
     detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
     return APIConnectionError(f"{hint}: {type(exc).__name__}: {detail}", request_id=request_id)
 

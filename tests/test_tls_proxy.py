@@ -15,6 +15,7 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -96,7 +97,9 @@ class TestTLS:
 class ConnectProxy:
     """A minimal HTTP CONNECT proxy on loopback that records its CONNECT targets."""
 
-    def __init__(self) -> None:
+    def __init__(self, require: Optional[str] = None) -> None:
+        #: When set, the ``Proxy-Authorization`` a CONNECT must carry (else 407).
+        self.require = require
         self.targets: list[str] = []
         self.auth: list[str] = []
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -133,6 +136,11 @@ class ConnectProxy:
                     self.auth.append(line.split(b":", 1)[1].strip().decode())
             assert method == "CONNECT"
             self.targets.append(target)
+            if self.require is not None and self.auth[-1:] != [self.require]:
+                conn.sendall(b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+                             b"Proxy-Authenticate: Basic realm=\"t\"\r\n"
+                             b"Content-Length: 0\r\n\r\n")
+                return
             host, port = target.rsplit(":", 1)
             with socket.create_connection((host, int(port))) as upstream:
                 conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
@@ -140,10 +148,14 @@ class ConnectProxy:
                 while not self._stop.is_set():
                     ready, _, _ = select.select(list(pair), [], [], 0.05)
                     for s in ready:
-                        data = s.recv(65536)
+                        try:
+                            data = s.recv(65536)
+                            if data:
+                                pair[s].sendall(data)
+                        except ConnectionError:  # a side hung up hard (a failed handshake)
+                            data = b""
                         if not data:
                             return
-                        pair[s].sendall(data)
 
     def close(self) -> None:
         self._stop.set()
@@ -202,3 +214,36 @@ class TestProxy:
                                ca_file=str(certs / "ca.pem")) as c:
             assert drain(c) == "over tls"
         assert proxy.targets == []
+
+    def test_rejected_proxy_credentials_are_not_sent_again(
+            self, https_server: t.LocalServer, certs: Path) -> None:
+        p = ConnectProxy(require="Basic dXNlcjpwdw==")  # user:pw
+        try:
+            url = p.url.replace("http://", "http://user:nope@")
+            with alltoken.AllToken(api_key="k", base_url=https_server.base_url, proxy=url,
+                                   ca_file=str(certs / "ca.pem"), max_retries=2) as c:
+                with pytest.raises(alltoken.APIConnectionError, match="407") as info:
+                    drain(c)
+            assert len(p.targets) == 1 and not info.value.retryable
+            assert f"proxy 127.0.0.1:{p.port}" in str(info.value) and "nope" not in str(info.value)
+            good = p.url.replace("http://", "http://user:pw@")
+            with alltoken.AllToken(api_key="k", base_url=https_server.base_url, proxy=good,
+                                   ca_file=str(certs / "ca.pem")) as c:
+                assert drain(c) == "over tls"
+        finally:
+            p.close()
+        assert https_server.requests and all(
+            "proxy-authorization" not in r.headers for r in https_server.requests)
+
+    def test_an_unknown_certificate_behind_a_proxy_names_both_and_is_not_retried(
+            self, https_server: t.LocalServer, proxy: ConnectProxy,
+            monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+        with alltoken.AllToken(api_key="k", base_url=https_server.base_url, proxy=proxy.url,
+                               max_retries=2) as c:
+            with pytest.raises(alltoken.APIConnectionError, match="certificate") as info:
+                drain(c)
+        assert not info.value.retryable and len(proxy.targets) == 1
+        message = str(info.value)
+        assert (f"to 127.0.0.1:{https_server.port} through the proxy 127.0.0.1:{proxy.port}"
+                in message)
