@@ -22,6 +22,7 @@ from ._errors import (
     NotFoundError,
     PermissionDeniedError,
     ProtocolError,
+    ProxyError,
     RateLimitError,
 )
 from ._partial_json import PartialJSON, parse_partial_json
@@ -74,6 +75,7 @@ __all__ = [
     "PermissionDeniedError",
     "ProtocolError",
     "Proxy",
+    "ProxyError",
     "RateLimitError",
     "SSEDecoder",
     "ServerSentEvent",

@@ -28,6 +28,7 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "ProtocolError",
+    "ProxyError",
     "RateLimitError",
     "excerpt",
     "status_error",
@@ -96,6 +97,32 @@ class APIConnectionError(AllTokenError):
 
 class APITimeoutError(APIConnectionError):
     """A connect, read, idle or total timeout ran out."""
+
+
+class ProxyError(APIConnectionError):
+    """The proxy refused the request: a non-2xx answer to ``CONNECT``, or ``407 Proxy
+    Authentication Required`` to a plain-HTTP request sent through it.
+
+    Not retried (``retryable`` False): sending rejected credentials again can lock the
+    account, and a refusal does not go away by itself. The exception is a 502, 503 or
+    504 to ``CONNECT``: the proxy could not reach the API, as retryable as a failed
+    connect.
+
+    Attributes:
+        proxy: The proxy as ``host:port`` (never its credentials).
+        status_code: The proxy's HTTP status.
+    """
+
+    def __init__(self, message: str, *, proxy: str = "", status_code: int = 0,
+                 request_id: Optional[str] = None, retryable: bool = False) -> None:
+        self.proxy = proxy
+        self.status_code = status_code
+        super().__init__(message, request_id=request_id, retryable=retryable)
+
+    def _state(self) -> dict[str, Any]:
+        state = super()._state()
+        state.update(proxy=self.proxy, status_code=self.status_code)
+        return state
 
 
 class ProtocolError(AllTokenError):

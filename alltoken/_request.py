@@ -59,6 +59,9 @@ __all__ = ["MAX_ERROR_BODY", "MAX_JSON_BODY", "MAX_REDIRECTS", "RESERVED_HEADERS
 RESERVED_HEADERS: Final = frozenset({
     "host", "content-length", "transfer-encoding", "connection", "keep-alive", "te",
     "trailer", "upgrade", "expect", "proxy-connection",
+    # Proxy credentials belong in the proxy URL: a header would travel through a CONNECT
+    # tunnel to the API itself.
+    "proxy-authorization",
 })
 
 

@@ -187,7 +187,7 @@ class TestKeysAndHeaders:
             assert sum(1 for n, _ in raw if n.lower() == "authorization") == 1
 
     @pytest.mark.parametrize("name", ["Content-Length", "transfer-encoding", "Host",
-                                      "Connection"])
+                                      "Connection", "Proxy-Authorization"])
     def test_framing_headers_are_the_librarys(self, client: alltoken.AllToken,
                                               name: str) -> None:
         with pytest.raises(ValueError, match="set by the library"):
