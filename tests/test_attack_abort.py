@@ -281,40 +281,33 @@ def test_watchdog_close_never_raises_value_error_in_the_reader(
 
 
 _SIGNAL_HANDLER_SCRIPT = textwrap.dedent("""
-    import signal, sys, threading, time
+    import signal, sys, threading
     import alltoken
     from alltoken import _transport
     from alltoken import testing as t
 
-    TARGET = sys.argv[1]
+    TARGET, NTH = sys.argv[1], int(sys.argv[2])
     stop = threading.Event()
     signal.signal(signal.SIGUSR1, lambda *a: stop.set())   # the usual graceful stop
-    fired = []
+    lines = []
 
     def tracer(frame, event, arg):
-        # Deliver SIGUSR1 once, at the moment the main thread is inside TARGET's lock.
+        # Deliver SIGUSR1 once: at the NTH line event of the first call of TARGET.
         if frame.f_code.co_name == TARGET and frame.f_code.co_filename == _transport.__file__:
             def local(frame, event, arg):
-                if event == "line" and not fired and frame.f_lineno == LINE[TARGET]:
-                    fired.append(1)
-                    signal.raise_signal(signal.SIGUSR1)
+                if event == "line" and len(lines) < NTH:
+                    lines.append(frame.f_lineno)
+                    if len(lines) == NTH:
+                        signal.raise_signal(signal.SIGUSR1)
                 return local
             return local
         return None
-
-    src = open(_transport.__file__).read().splitlines()
-    def line_after(func, text):
-        start = next(i for i, l in enumerate(src) if l.strip().startswith("def " + func + "("))
-        return next(i for i in range(start, len(src)) if text in src[i]) + 2
-    LINE = {"release_signal": line_after("release_signal", "with cond:"),
-            "attach": line_after("attach", "with self._lock:")}
 
     with t.LocalServer(pace=0) as srv:
         client = alltoken.AllToken(api_key="k", base_url=srv.base_url, proxy=False,
                                    max_retries=0, timeout=5)
         srv.enqueue(t.StreamReply([t.content("a"), t.done()]))
         sys.settrace(tracer)
-        threading.settrace(lambda *a: None)
         try:
             with client.chat.completions.create(model="m", messages=[{"role": "user",
                     "content": "x"}], stream=True, signal=stop) as s:
@@ -323,23 +316,25 @@ _SIGNAL_HANDLER_SCRIPT = textwrap.dedent("""
         except alltoken.AbortedError:
             pass
         sys.settrace(None)
-    print("fired" if fired else "not fired", "finished")
+    print("finished; signal at lines", lines)
 """)
 
 
+@pytest.mark.parametrize("nth", range(1, 7))
 @pytest.mark.parametrize("target", ["release_signal", "attach"])
-def test_event_set_from_a_signal_handler_never_deadlocks(target: str) -> None:
+def test_event_set_from_a_signal_handler_never_deadlocks(target: str, nth: int) -> None:
     """``signal.signal(SIGINT, lambda *a: stop.set())`` is the usual graceful stop. A
     Python signal handler runs in the main thread between two bytecodes -- also while
     that thread holds a lock the handler's ``set()`` needs: the event's condition lock
     (``Deadlines.__init__``/``release_signal`` take it around ``_waiters``) or the
     request's own ``Deadlines._lock`` (``attach``/``detach``/``interrupt``/``wait``),
     which ``_Wakeup.release -> interrupt`` takes again. Neither lock is reentrant: the
-    process hangs forever. The signal is delivered here at exactly that moment."""
+    process hangs forever. The signal is delivered at each line of the function in turn
+    (on main at ff87555: release_signal's 5th and 6th lines, attach's 2nd to 4th)."""
     try:
-        proc = subprocess.run([sys.executable, "-c", _SIGNAL_HANDLER_SCRIPT, target],
-                              capture_output=True, text=True, timeout=15, cwd=str(ROOT))
+        proc = subprocess.run([sys.executable, "-c", _SIGNAL_HANDLER_SCRIPT, target, str(nth)],
+                              capture_output=True, text=True, timeout=8, cwd=str(ROOT))
     except subprocess.TimeoutExpired:
-        pytest.fail(f"deadlock: Event.set() in a signal handler while the main thread was "
-                    f"in Deadlines.{target}")
-    assert "fired finished" in proc.stdout, proc.stdout + proc.stderr
+        pytest.fail(f"deadlock: Event.set() in a signal handler at line event {nth} of "
+                    f"Deadlines.{target}")
+    assert "finished" in proc.stdout, proc.stdout + proc.stderr
