@@ -338,3 +338,40 @@ def test_event_set_from_a_signal_handler_never_deadlocks(target: str, nth: int) 
         pytest.fail(f"deadlock: Event.set() in a signal handler at line event {nth} of "
                     f"Deadlines.{target}")
     assert "finished" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_watchdog_close_of_a_text_stream_between_pieces_raises_aborted(
+        server: t.LocalServer) -> None:
+    """The same for ``alltoken.stream()``'s ``TextStream``: its ``close()`` from a
+    watchdog runs ``gen.close()`` on the pieces generator in the watchdog's thread, and
+    the reader's loop then ends normally with a truncated text."""
+    client = client_for(server.base_url, timeout=5)
+    try:
+        server.enqueue(t.StreamReply([t.content("a")] * 50 + [t.done()]))
+        text = alltoken.stream("hi", model="m", client=client)
+        got = []
+        in_body = threading.Event()
+        closed = threading.Event()
+
+        def watchdog() -> None:
+            in_body.wait(5)
+            text.close()
+            closed.set()
+
+        th = threading.Thread(target=watchdog, daemon=True)
+        th.start()
+        outcome: Any = "end"
+        try:
+            for piece in text:
+                got.append(piece)
+                if len(got) == 3:
+                    in_body.set()
+                    closed.wait(5)
+        except alltoken.AbortedError as exc:
+            outcome = exc
+        th.join(5)
+        assert not text.done
+        assert isinstance(outcome, alltoken.AbortedError), (
+            f"the loop ended normally after {len(got)} of 50 pieces")
+    finally:
+        client.close()
