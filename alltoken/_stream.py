@@ -38,6 +38,7 @@ received.
 from __future__ import annotations
 
 # At run time too (both are loaded already), so typing.get_type_hints resolves.
+import _thread
 import http.client
 import json
 import time
@@ -222,6 +223,8 @@ class _StreamState:
         self.cost: Optional[Cost] = None
         self.chunks = 0
         self.done = False
+        #: The thread that iterates: the creating thread until the first next().
+        self.reader = _thread.get_ident()
         # time.monotonic() of the response headers (of the attempt read), of the first
         # chunk with content, reasoning or a tool call, and of the end of the read loop.
         self.t_headers: Optional[float] = None
@@ -328,6 +331,7 @@ class _StreamState:
     def _run(self) -> Generator[ChatCompletionChunk, None, None]:
         req = self._req
         clean = False
+        self.reader = _thread.get_ident()
         try:
             while True:
                 try:
@@ -651,20 +655,27 @@ class Stream(_Answer):
         read to its end). Idempotent, and safe from any thread: called while another
         thread is reading the stream, it wakes that reader at once, which raises
         ``AbortedError`` and releases the connection itself."""
-        gen = self._gen
-        if not getattr(gen, "gi_running", False):  # typeshed's Generator lacks it
-            try:
-                gen.close()
-            except ValueError:  # another thread entered next() after the check
-                pass
-            else:
-                state = self._state
-                state._drop()
-                state._req.deadlines.release_signal()
-                if state.t_end is None:  # closed before it was iterated
-                    state.t_end = time.monotonic()
-                return
-        self._state._req.deadlines.interrupt("the stream was closed by another thread")
+        state = self._state
+        if (state.reader != _thread.get_ident()
+                or getattr(self._gen, "gi_running", False)):  # typeshed's Generator lacks it
+            # Another thread reads (or is to read) the stream: never run its generator
+            # here (that reader would get a silent end, or ValueError). Wake it instead;
+            # it raises AbortedError and releases the connection itself.
+            state._req.deadlines.interrupt("the stream was closed by another thread")
+            return
+        self._close_here()
+
+    def _close_here(self) -> None:
+        try:
+            self._gen.close()
+        except ValueError:  # another thread entered next() after all
+            self._state._req.deadlines.interrupt("the stream was closed by another thread")
+            return
+        state = self._state
+        state._drop()
+        state._req.deadlines.release_signal()
+        if state.t_end is None:  # closed before it was iterated
+            state.t_end = time.monotonic()
 
     def sse(self) -> Iterator[bytes]:
         """The stream re-served as Server-Sent Events, for a web backend to relay to a
@@ -701,8 +712,10 @@ class Stream(_Answer):
         return _Relay(self)
 
     def __del__(self) -> None:
+        # Nobody else holds the stream (or it would not be freed): close it here, in
+        # whichever thread dropped it last.
         if getattr(self, "_gen", None) is not None:
-            self.close()
+            self._close_here()
 
 class _Relay(Iterator[bytes]):
     """What :meth:`Stream.sse` returns: a WSGI response iterable. A class, not the
@@ -830,21 +843,27 @@ class TextStream(_Answer):
         """Release the connection (and the client :func:`stream` made, if any). Safe from
         any thread, as :meth:`Stream.close` is."""
         gen = self._gen
-        if getattr(gen, "gi_running", False):
+        if (getattr(gen, "gi_running", False)
+                or self._state.reader != _thread.get_ident()):
             self.stream.close()  # wakes the reader; the generator's finally does the rest
             return
+        self._close_here()
+
+    def _close_here(self) -> None:
         try:
-            gen.close()
+            self._gen.close()
         except ValueError:
             self.stream.close()
             return
-        self.stream.close()
+        self.stream._close_here()
         if self._client is not None:
             self._client.close()
 
     def __del__(self) -> None:
+        # Nobody else holds the stream (or it would not be freed): close it here, in
+        # whichever thread dropped it last.
         if getattr(self, "_gen", None) is not None:
-            self.close()
+            self._close_here()
 
     def __repr__(self) -> str:
         return f"<alltoken.TextStream of {self.stream!r}>"

@@ -270,7 +270,8 @@ class Deadlines:
     """
 
     __slots__ = ("__weakref__", "_hooked", "_lock", "_sleeper", "_sock", "aborted",
-                 "after_done", "idle_left", "polled", "signal", "timeout", "total_deadline")
+                 "after_done", "connect_until", "generation", "idle_left", "polled", "signal",
+                 "timeout", "total_deadline")
 
     def __init__(self, timeout: Timeout, signal: SignalLike = None) -> None:
         self.timeout = timeout
@@ -281,8 +282,13 @@ class Deadlines:
         self.idle_left: Optional[float] = None
         #: ``[DONE]`` arrived: waits are bounded by ``read`` (else ``idle``) for the trailer.
         self.after_done = False
+        #: While connecting (TCP, a proxy's tunnel, TLS): the connect clock's deadline,
+        #: which bounds every wait then, whatever its kind.
+        self.connect_until: Optional[float] = None
         #: Why the request was interrupted (None while it was not).
         self.aborted: Optional[str] = None
+        #: The process this request belongs to (see :meth:`interrupt`).
+        self.generation = _fork_generation
         # Re-entrant: Event.set() may be called from a signal handler (the CLI's Ctrl-C)
         # that interrupts this very thread while it holds the lock in attach().
         self._lock = _thread.RLock()
@@ -322,13 +328,18 @@ class Deadlines:
 
     def interrupt(self, why: str) -> None:
         """Abort the request from any thread: wake whatever it is waiting in."""
+        if self.generation != _fork_generation:
+            # A forked child's copy of the request (its copy of the event was set): the
+            # socket is shared with the parent, whose request this is. Touch nothing.
+            if self.aborted is None:
+                self.aborted = why
+            return
         with self._lock:
             if self.aborted is None:
                 self.aborted = why
             sock, sleeper = self._sock, self._sleeper
             if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+                _shutdown(sock)
             if sleeper is not None:
                 with contextlib.suppress(RuntimeError):
                     sleeper.release()
@@ -338,8 +349,7 @@ class Deadlines:
         with self._lock:
             self._sock = sock
             if sock is not None and self.aborted is not None:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+                _shutdown(sock)
 
     def detach(self, sock: Optional[socket.socket]) -> None:
         """*sock* is about to be closed: an interrupt must not touch its descriptor."""
@@ -395,6 +405,8 @@ class Deadlines:
         self.check_abort()
         now = time.monotonic()
         limit: Optional[float] = None
+        if self.connect_until is not None:  # a proxy's tunnel is read while connecting
+            phase, phase_deadline = "connect", self.connect_until
         what = phase
         if phase == "connect":
             if phase_deadline is not None:
@@ -414,8 +426,17 @@ class Deadlines:
         if limit is not None and limit <= 0:
             raise self.timeout_error(what)
         if self.polled and (limit is None or limit > ABORT_POLL):
-            ready = _wait_fd(sock, write, ABORT_POLL)
-            timed_out = False
+            # A signal only this loop can look at: slices of one wait, on one deadline.
+            end = None if limit is None else now + limit
+            while True:
+                left = ABORT_POLL if end is None else min(ABORT_POLL, end - time.monotonic())
+                ready = _wait_fd(sock, write, max(left, 0.0))
+                if ready or self.aborted is not None or self.signal.is_set():
+                    timed_out = False
+                    break
+                if end is not None and time.monotonic() >= end:
+                    timed_out = True
+                    break
         else:
             ready = _wait_fd(sock, write, limit)
             timed_out = not ready
@@ -446,6 +467,14 @@ class Deadlines:
             with self._lock:
                 self._sleeper = None
         self.check_abort()
+
+
+def _shutdown(sock: socket.socket) -> None:
+    """Shut *sock* down in both directions, from any thread. For TLS, the plain socket's
+    method: ``SSLSocket.shutdown`` also drops its TLS object under the reading thread,
+    which would then call a method of None."""
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 class _SocketReader(io.RawIOBase):
@@ -745,7 +774,10 @@ class _Connection(http.client.HTTPConnection):
         """Close the socket, and the last response: http.client forgets a response that
         will close the connection (it calls this method to hand the socket over to it),
         and such a response holds the socket open."""
-        if self.sock is not None:
+        if self.sock is not None and not self._handing_over:
+            # (When handing the socket over to a response that will close the
+            # connection, the response keeps it open, and its _close_conn detaches it
+            # before the real close.)
             self.deadlines.detach(self.sock)
         try:
             super().close()
@@ -826,9 +858,14 @@ class _Connection(http.client.HTTPConnection):
         t = self.deadlines.timeout.connect
         # One connect clock for TCP, the proxy's tunnel and TLS, started here.
         self._connect_deadline = None if t is None else time.monotonic() + t
-        super().connect()
-        if self.endpoint.scheme == "https":
-            self._start_tls()
+        dl = self.deadlines
+        dl.connect_until = self._connect_deadline
+        try:
+            super().connect()
+            if self.endpoint.scheme == "https":
+                self._start_tls()
+        finally:
+            dl.connect_until = None
 
     def _start_tls(self) -> None:
         import ssl

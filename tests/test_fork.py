@@ -1,4 +1,4 @@
-"""Attack: a forked child that sets its copy of an abort Event.
+"""a forked child that sets its copy of an abort Event.
 
 A pre-fork server (multiprocessing ``fork``, gunicorn, Celery) often keeps one
 module-level ``threading.Event`` as its stop signal and passes it as ``signal=``. The

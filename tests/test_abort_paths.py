@@ -1,13 +1,12 @@
-"""Attacks on the waiting core (DESIGN.md: Timeouts, What each clock counts, Abort).
+"""Every way an abort or a watchdog close() must reach a reader (DESIGN.md: Timeouts, What each clock counts, Abort).
 
 Every test here FAILS on the code it was written against (main at ff87555): each one is
-a defect found by attacking the rebuilt waiting core. Real loopback sockets only; every
+a defect found by trying the rebuilt waiting core as a demanding user would. Real loopback sockets only; every
 wait is bounded, and every server is released at the end of its test.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -22,7 +21,7 @@ import pytest
 import alltoken
 from alltoken import testing as t
 
-KEY = "sk-attack"
+KEY = "sk-abort-paths"
 MSG = [{"role": "user", "content": "hi"}]
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,7 +50,7 @@ def drain_in_thread(stream: alltoken.Stream) -> tuple[threading.Thread, list[Any
             for _ in stream:
                 pass
             out.append("end")
-        except Exception as exc:  # noqa: BLE001 - the outcome is the test's subject
+        except Exception as exc:
             out.append(exc)
 
     th = threading.Thread(target=run, daemon=True)
@@ -123,7 +122,7 @@ class TestAbortWakesEveryReader:
                 try:
                     chat(client, signal=ev).close()
                     out.append("returned")
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     out.append(exc)
 
             th = threading.Thread(target=run, daemon=True)

@@ -1,4 +1,4 @@
-"""Attack: an abort of a TLS request, landing at an unlucky instant.
+"""an abort of a TLS request, landing at an unlucky instant.
 
 ``Deadlines.interrupt`` runs in the *setting* thread and calls ``sock.shutdown()`` on
 the request's socket. For TLS that socket is an ``ssl.SSLSocket``, whose ``shutdown``
@@ -34,13 +34,13 @@ pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs o
 
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("attack-certs")
+    d = tmp_path_factory.mktemp("abort-certs")
 
     def run(*args: str) -> None:
         subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
 
     run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
-        "ca.pem", "-days", "2", "-subj", "/CN=alltoken attack CA", "-addext",
+        "ca.pem", "-days", "2", "-subj", "/CN=alltoken test CA", "-addext",
         "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
     run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "leaf.key", "-out", "leaf.csr",
         "-subj", "/CN=127.0.0.1")

@@ -1,4 +1,4 @@
-"""Attack: a proxy that accepts the TCP connection and never answers ``CONNECT``.
+"""a proxy that accepts the TCP connection and never answers ``CONNECT``.
 
 DESIGN.md, Timeouts: ``connect`` bounds connecting; ``_Connection.connect`` says "One
 connect clock for TCP, the proxy's tunnel and TLS". But http.client's ``_tunnel()`` reads
