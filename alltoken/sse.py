@@ -112,6 +112,8 @@ class Comment:
         self.text = text
 
 
+#: What ``feed``, ``end`` and ``events`` return: an event or a comment. A runtime alias, so
+#: ``typing.Union`` (``X | Y`` between classes needs Python 3.10).
 Item = Union[ServerSentEvent, Comment]
 
 
@@ -148,6 +150,11 @@ class SSEDecoder:
             (every blank line, even one that dispatches nothing). A reconnecting client
             sends it as ``Last-Event-ID``.
         retry: The last valid ``retry`` value in milliseconds, else None.
+        unterminated_line: The decoded text of the stream's final line when it had no
+            line ending (a leading BOM removed), else ``""``: set by :meth:`end`, which
+            discards that line as the spec requires. The text is the whole line, field
+            name or ``:`` included; AllToken's client reads a cost trailer whose final
+            newline is missing from it (``if line.startswith(":")``).
 
     Errors: once ``feed`` or ``end`` has raised ``ProtocolError`` the decoder is in the
     ``ERROR`` state and every later call raises ``ProtocolError`` again.
@@ -168,6 +175,7 @@ class SSEDecoder:
         "_tail",
         "last_event_id",
         "retry",
+        "unterminated_line",
     )
 
     def __init__(
@@ -195,6 +203,7 @@ class SSEDecoder:
         self._max_event = max_event_bytes
         self.last_event_id = ""
         self.retry: Optional[int] = None
+        self.unterminated_line = ""
         self._state = DecoderState.OPEN
         self._reset_stream()
 
@@ -218,7 +227,7 @@ class SSEDecoder:
         # not failed. Only then may feed() try its fast path.
         self._fast = False
 
-    def feed(self, data: bytes) -> list[ServerSentEvent | Comment]:
+    def feed(self, data: bytes) -> list[Item]:
         """Parse the next piece of the stream.
 
         Args:
@@ -289,7 +298,7 @@ class SSEDecoder:
                     if plain:
                         texts[0] = texts[0][6:]
                         lid = self.last_event_id = self._id
-                        out: list[ServerSentEvent | Comment]
+                        out: list[Item]
                         if lid:
                             out = list(map(ServerSentEvent, texts, repeat("message"), repeat(lid)))
                         else:
@@ -316,7 +325,7 @@ class SSEDecoder:
         if self._max_line - self._room - self._bom_credit() > self._max_line:
             self._fail(f"a line is longer than max_line_bytes ({self._max_line} bytes)")
 
-    def _feed_lines(self, data: bytes) -> list[ServerSentEvent | Comment]:
+    def _feed_lines(self, data: bytes) -> list[Item]:
         if self._state is not DecoderState.OPEN:
             raise ProtocolError("the SSE decoder already failed; create a new one")
         tail = self._tail
@@ -375,7 +384,7 @@ class SSEDecoder:
         self._fast = not self._data and not self._event and not self._skip_lf
         return out
 
-    def events(self, chunks: Iterable[bytes]) -> Iterator[ServerSentEvent | Comment]:
+    def events(self, chunks: Iterable[bytes]) -> Iterator[Item]:
         """Parse a whole stream given as an iterable of chunks, then :meth:`end` it.
 
         The same as calling :meth:`feed` with each chunk and :meth:`end` after the last,
@@ -387,60 +396,80 @@ class SSEDecoder:
         ``max_line_bytes``, so memory stays bounded and an over-long line raises as
         early as it would with ``feed``).
 
+        When *chunks* raises (a connection lost mid-stream), the stream ends there as
+        :meth:`end` would end it -- pending data discarded, :attr:`unterminated_line`
+        set, ``last_event_id`` and ``retry`` kept -- and the exception propagates, so a
+        reconnection may reuse the decoder. Closing the generator early (``break``)
+        ends nothing: the decoder stays as the last ``feed`` left it.
+
         Raises:
             ProtocolError: as :meth:`feed` and :meth:`end`.
             TypeError: a chunk is not bytes-like.
+            Exception: whatever *chunks* raises.
         """
         feed = self.feed
         pending: list[bytes] = []
         room = 0
-        for data in chunks:
-            if type(data) is bytes and 10 not in data and 13 not in data:
-                if not pending:
-                    room = self._room  # negative once the decoder has failed
-                pending.append(data)
-                room -= len(data)
-                if room >= 0:
-                    continue
-                # Over the limit: feed() raises, or (a leading BOM) lets it pass.
-                data = b"".join(pending)
-                pending.clear()
-            elif pending:
-                pending.append(data)
-                data = b"".join(pending)
-                pending.clear()
-            yield from feed(data)
-        if pending:
-            feed(b"".join(pending))
+        try:
+            for data in chunks:
+                if type(data) is bytes and 10 not in data and 13 not in data:
+                    if not pending:
+                        room = self._room  # negative once the decoder has failed
+                    pending.append(data)
+                    room -= len(data)
+                    if room >= 0:
+                        continue
+                    # Over the limit: feed() raises, or (a leading BOM) lets it pass.
+                    data = b"".join(pending)
+                    pending.clear()
+                elif pending:
+                    pending.append(data)
+                    data = b"".join(pending)
+                    pending.clear()
+                yield from feed(data)
+            if pending:
+                feed(b"".join(pending))
+        except GeneratorExit:
+            raise
+        except BaseException:
+            # The stream ends here, as end() would end it; a reconnection that reuses
+            # the decoder must not see a piece of this stream's last line.
+            if self._state is DecoderState.OPEN:
+                self._tail += pending  # within the limit: over it, feed() was called
+                self._end_stream()
+            raise
         yield from self.end()
 
-    def end(self) -> list[ServerSentEvent | Comment]:
+    def end(self) -> list[Item]:
         """Signal the end of the stream.
 
         "Once the end of the file is reached, any pending data must be discarded": an
-        incomplete line and an undispatched event are dropped. The one exception is a
-        final *comment* line without its line ending, returned as a :class:`Comment`
-        (comments dispatch nothing and change no state, so returning it bends no rule,
-        and a server that omits the last newline of its cost trailer loses nothing).
+        incomplete line and an undispatched event are dropped, so ``end`` returns no
+        item (it returns a list so that ``out += decoder.end()`` reads like ``feed``).
+        The incomplete line, a comment included, is left in :attr:`unterminated_line`
+        for a caller that wants it (AllToken's cost trailer may lack its final newline).
 
         The decoder is then ready for a new stream; ``last_event_id`` and ``retry``
         persist, as they do across a reconnection.
+
+        Returns:
+            An empty list.
 
         Raises:
             ProtocolError: the decoder failed earlier.
         """
         if self._state is not DecoderState.OPEN:
             raise ProtocolError("the SSE decoder already failed; create a new one")
-        out: list[ServerSentEvent | Comment] = []
+        self._end_stream()
+        return []
+
+    def _end_stream(self) -> None:
+        """Discard what is pending, keeping the last line that had no line ending."""
         line = b"".join(self._tail)
-        if line:
-            if self._at_start and line[:3] == _BOM:
-                line = line[3:]
-            if line[:1] == b":":
-                text = line[1:].decode("utf-8", "replace")
-                out.append(Comment(text[1:] if text[:1] == " " else text))
+        if self._at_start and line[:3] == _BOM:
+            line = line[3:]
+        self.unterminated_line = line.decode("utf-8", "replace")
         self._reset_stream()
-        return out
 
     def _bom_credit(self) -> int:
         """Bytes of a leading BOM (or of its start) in the first, incomplete line: they
@@ -456,9 +485,9 @@ class SSEDecoder:
         self._room = _FAILED
         raise ProtocolError(message)
 
-    def _lines(self, data: Union[bytes, bytearray]) -> list[ServerSentEvent | Comment]:
+    def _lines(self, data: Union[bytes, bytearray]) -> list[Item]:
         """Interpret *data*: complete lines, the last one ending in a line ending."""
-        out: list[ServerSentEvent | Comment] = []
+        out: list[Item] = []
         if 13 in data:
             # CRLF (or CR) line endings. The fast path below reads CRLF as it is; only what
             # it does not cover is normalised.
@@ -508,7 +537,7 @@ class SSEDecoder:
             self._slow(data[p:] if p else data, out)
         return out
 
-    def _slow(self, raw: Union[bytes, bytearray], out: list[ServerSentEvent | Comment]) -> None:
+    def _slow(self, raw: Union[bytes, bytearray], out: list[Item]) -> None:
         """Interpret *raw* (complete lines) block by block, and line by line where needed."""
         text = raw.decode("utf-8", "replace")
         if "\r" in text:
@@ -529,7 +558,7 @@ class SSEDecoder:
             lines.pop()  # "" after the final "\n"
             self._run(lines, out)
 
-    def _run(self, lines: list[str], out: list[ServerSentEvent | Comment]) -> None:
+    def _run(self, lines: list[str], out: list[Item]) -> None:
         """Interpret *lines*; ``data: `` lines, the bulk of a large event, inline."""
         data = self._data  # _dispatch clears it in place, so this reference stays valid
         for line in lines:
@@ -545,7 +574,7 @@ class SSEDecoder:
             else:
                 self._line(line, out)
 
-    def _dispatch(self, out: list[ServerSentEvent | Comment]) -> None:
+    def _dispatch(self, out: list[Item]) -> None:
         # "Set the last event ID string of the event source to the value of the last
         # event ID buffer."
         self.last_event_id = self._id
@@ -561,7 +590,7 @@ class SSEDecoder:
         # "Set the data buffer and the event type buffer to the empty string."
         self._event = ""
 
-    def _line(self, line: str, out: list[ServerSentEvent | Comment]) -> None:
+    def _line(self, line: str, out: list[Item]) -> None:
         # "If the line is empty (a blank line): Dispatch the event."
         if not line:
             self._dispatch(out)
@@ -607,7 +636,7 @@ class SSEDecoder:
 
 
 def encode(
-    item: ServerSentEvent | Comment, *, retry: Optional[int] = None, eol: str = "\n"
+    item: Item, *, retry: Optional[int] = None, eol: str = "\n"
 ) -> bytes:
     """Encode one event or comment as event-stream bytes (UTF-8).
 
