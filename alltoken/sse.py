@@ -61,8 +61,6 @@ __all__ = [
 DEFAULT_MAX_LINE_BYTES: Final = 16 * 1024 * 1024
 
 _BOM: Final = b"\xef\xbb\xbf"
-#: ``_room`` of a failed decoder: every later feed takes the slow branch, which raises.
-_FAILED: Final = -(1 << 62)
 #: A ``retry`` value longer than this is ignored: converting it to ``int`` would cost
 #: time quadratic in its length (CPython caps int-from-str at 4300 digits for that reason).
 _MAX_RETRY_DIGITS: Final = 4300
@@ -118,20 +116,13 @@ Item = Union[ServerSentEvent, Comment]
 
 
 class DecoderState(enum.Enum):
-    """The states of :class:`SSEDecoder`. Every transition is in :data:`_TRANSITIONS`."""
+    """The states of :class:`SSEDecoder`: ``OPEN`` until a call raises
+    ``ProtocolError``, then ``ERROR`` for good. ``end()`` leaves an open decoder open."""
 
     #: Accepting bytes. ``end()`` returns here, ready for a new stream.
     OPEN = "open"
     #: A ``ProtocolError`` was raised; every later ``feed`` or ``end`` raises again.
     ERROR = "error"
-
-
-#: (state, method) -> state after the method returns normally. A method that raises
-#: ``ProtocolError`` moves the decoder to ``ERROR`` instead.
-_TRANSITIONS: Final = {
-    (DecoderState.OPEN, "feed"): DecoderState.OPEN,
-    (DecoderState.OPEN, "end"): DecoderState.OPEN,
-}
 
 
 class SSEDecoder:
@@ -162,17 +153,17 @@ class SSEDecoder:
 
     __slots__ = (
         "_at_start",
+        "_between_events",
         "_data",
         "_data_len",
         "_event",
-        "_fast",
         "_id",
         "_max_event",
         "_max_line",
-        "_room",
         "_skip_lf",
         "_state",
         "_tail",
+        "_tail_limit",
         "last_event_id",
         "retry",
         "unterminated_line",
@@ -205,6 +196,9 @@ class SSEDecoder:
         self.retry: Optional[int] = None
         self.unterminated_line = ""
         self._state = DecoderState.OPEN
+        # How long the incomplete line may grow before feed() looks at it: the line limit
+        # while open; -1 once failed, so that every feed() reaches the state check.
+        self._tail_limit = max_line_bytes
         self._reset_stream()
 
     @property
@@ -217,15 +211,18 @@ class SSEDecoder:
         self._event = ""  # the spec's "event type buffer"
         self._data: list[str] = []  # the spec's "data buffer", one item per data line
         self._data_len = 0
-        self._tail: list[bytes] = []  # the incomplete line, in pieces
-        self._room = self._max_line  # how many more bytes the incomplete line may take
+        # The incomplete line: the bytes after the last line ending. A bytearray, so a
+        # line fed a byte at a time costs time linear in its length, and so that no
+        # reference to a caller's buffer is kept.
+        self._tail = bytearray()
         # The last byte fed was a CR ending a line, so an LF first in the next feed is the
         # second half of CRLF. Only meaningful while the tail is empty.
         self._skip_lf = False
         self._at_start = True  # no line ending seen yet: a BOM may still lead
-        # Between events: no field of an event seen yet, no CR pending, past the start,
-        # not failed. Only then may feed() try its fast path.
-        self._fast = False
+        # No field of an event seen since the last dispatch (the data and event type
+        # buffers are empty), no CR pending, past the start: a feed may begin with the
+        # common shape, which feed() then reads without going line by line.
+        self._between_events = False
 
     def feed(self, data: bytes) -> list[Item]:
         """Parse the next piece of the stream.
@@ -239,97 +236,90 @@ class SSEDecoder:
         Raises:
             ProtocolError: a line is longer than ``max_line_bytes``, an event's data
                 longer than ``max_event_bytes``, or the decoder failed earlier.
+            TypeError: *data* is not bytes-like.
         """
+        # Integer membership is a memchr; `b"\n" in data` goes through the buffer protocol
+        # and costs several times more for one byte.
+        if 10 in data or 13 in data:
+            return self._lines(data)
+        # No line ending: the bytes only extend the incomplete line. This is the whole of
+        # a 1-byte feed, so it is kept to a few C-level operations. (`+=` refuses what
+        # is not bytes-like; `in` above already refused str and int.)
+        tail = self._tail
+        tail += data
+        if len(tail) > self._tail_limit:
+            self._check_tail()
+        return []
+
+    def _check_tail(self) -> None:
+        """The incomplete line passed ``_tail_limit``: raise if the decoder failed, or if
+        the line is longer than ``max_line_bytes`` -- a leading BOM not counted."""
+        if self._state is not DecoderState.OPEN:
+            raise ProtocolError("the SSE decoder already failed; create a new one")
+        if len(self._tail) - self._bom_credit() > self._max_line:
+            self._fail(f"a line is longer than max_line_bytes ({self._max_line} bytes)")
+
+    def _lines(self, data: bytes) -> list[Item]:
+        """Interpret the lines that *data*, which holds a line ending, completes."""
         if type(data) is not bytes:
             # Through memoryview: bytes(5) would be five NULs, bytes([10]) a line ending.
             data = bytes(memoryview(data))
-        # Integer membership is a memchr; `b"\n" in data` goes through the buffer protocol
-        # and costs five to ten times more (benchmarks/bench_sse.py, 1-byte feeding).
-        if 10 not in data and 13 not in data:
-            # No line ending: the bytes only extend the incomplete line. This is the whole
-            # of a 1-byte feed, so it is kept to a few C-level operations.
-            if data:  # an empty feed must leave no trace (CR then LF across it is CRLF)
-                self._tail.append(data)
-                self._room -= len(data)
-                if self._room < 0:
-                    self._check_tail()
-            elif self._state is not DecoderState.OPEN:
-                raise ProtocolError("the SSE decoder already failed; create a new one")
-            return []
-        if self._fast:
+        if self._state is not DecoderState.OPEN:
+            raise ProtocolError("the SSE decoder already failed; create a new one")
+        tail = self._tail
+        out: list[Item] = []
+        if self._between_events:
             # The common shape of an LLM stream: blocks of one "data: value" line and a
             # blank line each. `head` is the incomplete line held back plus this feed up
-            # to its last blank line; when it has that shape it is cut into values by
-            # splitting on the separator plus "data: ". It has it exactly when it starts
-            # with "data: ", no value holds a CR or LF, and (a sufficient bound, checked
-            # before joining) it is no longer than one line may be. For such a block the
-            # spec's steps reduce to: data buffer = value + LF; dispatch strips the LF;
-            # the type is "message"; the id is the id buffer. Anything else takes the
-            # general path below, before any state has changed.
+            # to its last blank line. It has that shape exactly when it starts with
+            # "data: " and no value holds a CR or LF once it is cut at each separator
+            # plus "data: "; it then needs no line-by-line reading, since for such a
+            # block the spec's steps reduce to: data buffer = value + LF; dispatch strips
+            # the LF; the type is "message" (the type buffer is empty between events);
+            # the id is the id buffer. Anything else is read line by line below, from
+            # the same state: nothing has changed yet.
             if 13 in data:
-                j = data.rfind(b"\r\n\r\n")
-                skip, dsep, sdsep = 4, b"\r\n\r\ndata: ", "\r\n\r\ndata: "
+                end = data.rfind(b"\r\n\r\n")
+                skip, sep, text_sep = 4, b"\r\n\r\ndata: ", "\r\n\r\ndata: "
             else:
-                j = data.rfind(b"\n\n")
-                skip, dsep, sdsep = 2, b"\n\ndata: ", "\n\ndata: "
-            if 0 <= j <= self._room:  # the room of the incomplete line bounds all of head
-                tail = self._tail
-                if tail:
-                    tail.append(data[:j])
-                    head = b"".join(tail)
-                    del tail[-1]
-                else:
-                    head = data[:j]
+                end = data.rfind(b"\n\n")
+                skip, sep, text_sep = 2, b"\n\ndata: ", "\n\ndata: "
+            # Every line of head is within the line limit when all of head is.
+            if end >= 0 and len(tail) + end <= self._max_line:
+                head = tail + data[:end] if tail else data[:end]
                 if head[:6] == b"data: ":
                     if head.isascii():
                         # One decode and a str split: an ASCII run stays one byte a
                         # character, and no value needs a decode call of its own.
-                        texts = head.decode().split(sdsep)
-                        joined = "".join(texts)
+                        values = head.decode().split(text_sep)
+                        joined = "".join(values)
                         plain = "\n" not in joined and "\r" not in joined
                     else:
                         # Values decoded one by one: decoding the run at once would
                         # widen all of it to 4 bytes a character for one emoji.
-                        values = head.split(dsep)
-                        raw = b"".join(values)
+                        pieces = head.split(sep)
+                        raw = b"".join(pieces)
                         plain = 10 not in raw and 13 not in raw
                         if plain:
-                            texts = [v.decode("utf-8", "replace") for v in values]
+                            values = [p.decode("utf-8", "replace") for p in pieces]
                     if plain:
-                        texts[0] = texts[0][6:]
+                        values[0] = values[0][6:]
+                        # "Set the last event ID string ... to the last event ID buffer."
                         lid = self.last_event_id = self._id
-                        out: list[Item]
                         if lid:
-                            out = list(map(ServerSentEvent, texts, repeat("message"), repeat(lid)))
+                            out += map(ServerSentEvent, values, repeat("message"), repeat(lid))
                         else:
-                            out = list(map(ServerSentEvent, texts))
-                        rest = data[j + skip :]
-                        if 10 in rest or 13 in rest:
-                            self._tail = []
-                            self._room = self._max_line
-                            out += self._feed_lines(rest)
-                        else:
-                            self._tail = [rest] if rest else []
-                            self._room = self._max_line - len(rest)
-                            if self._room < 0:
-                                self._fail("a line is longer than max_line_bytes "
+                            out += map(ServerSentEvent, values)
+                        data = data[end + skip :]
+                        if 10 not in data and 13 not in data:
+                            self._tail = tail = bytearray(data)
+                            if len(data) > self._max_line:
+                                self._fail(f"a line is longer than max_line_bytes "
                                            f"({self._max_line} bytes)")
-                        return out
-        return self._feed_lines(data)
-
-    def _check_tail(self) -> None:
-        """The incomplete line passed the limit (or the decoder failed): raise, unless
-        what passed it is a leading BOM, which is not part of the line."""
-        if self._state is not DecoderState.OPEN:
-            raise ProtocolError("the SSE decoder already failed; create a new one")
-        if self._max_line - self._room - self._bom_credit() > self._max_line:
-            self._fail(f"a line is longer than max_line_bytes ({self._max_line} bytes)")
-
-    def _feed_lines(self, data: bytes) -> list[Item]:
-        if self._state is not DecoderState.OPEN:
-            raise ProtocolError("the SSE decoder already failed; create a new one")
-        tail = self._tail
-        if self._skip_lf:
+                            return out
+                        # Complete lines follow the last blank line: read them below.
+                        tail = bytearray()
+        elif self._skip_lf:
             self._skip_lf = False
             # "CRLF ... LF ... CR": a CR fed last and an LF fed first are one line ending.
             if not tail and data[0] == 10:
@@ -341,28 +331,20 @@ class SSEDecoder:
             cr = data.rfind(13)
             if cr > end:
                 end = cr
-        if tail and not self._at_start and self._room < len(data):
+        if tail and not self._at_start and len(tail) + len(data) > self._max_line:
             # The incomplete line may end over the limit: say so before joining it (a
             # join would hold a second copy of up to max_line_bytes).
-            if _next_eol(data) > self._room:
+            if len(tail) + _next_eol(data) > self._max_line:
                 self._fail(f"a line is longer than max_line_bytes ({self._max_line} bytes)")
-        if end + 1 == len(data):
-            rest = b""
-            if tail:
-                tail.append(data)
-                complete = b"".join(tail)
-            else:
-                complete = data
+        end += 1
+        if tail:
+            tail += data[:end]
+            complete = bytes(tail)
         else:
-            rest = data[end + 1 :]
-            if tail:
-                tail.append(data[: end + 1])
-                complete = b"".join(tail)
-            else:
-                complete = data[: end + 1]
-        self._tail = [rest] if rest else []
-        self._room = self._max_line - len(rest)
-        if self._room < 0:
+            complete = data[:end] if end < len(data) else data
+        rest = data[end:]
+        self._tail = bytearray(rest)
+        if len(rest) > self._max_line:
             self._fail(f"a line is longer than max_line_bytes ({self._max_line} bytes)")
         # Only a CR that is the last byte fed so far may pair with a later LF.
         self._skip_lf = not rest and complete[-1] == 13
@@ -374,14 +356,8 @@ class SSEDecoder:
                 complete = complete[3:]
         if len(complete) > self._max_line and _longest_line(complete) > self._max_line:
             self._fail(f"a line is longer than max_line_bytes ({self._max_line} bytes)")
-        try:
-            out = self._lines(complete)
-        except ProtocolError:
-            self._fast = False
-            self._state = DecoderState.ERROR
-            self._room = _FAILED
-            raise
-        self._fast = not self._data and not self._event and not self._skip_lf
+        self._interpret(complete, out)
+        self._between_events = not self._data and not self._event and not self._skip_lf
         return out
 
     def events(self, chunks: Iterable[bytes]) -> Iterator[Item]:
@@ -414,7 +390,8 @@ class SSEDecoder:
             for data in chunks:
                 if type(data) is bytes and 10 not in data and 13 not in data:
                     if not pending:
-                        room = self._room  # negative once the decoder has failed
+                        # Negative once the decoder has failed (the limit is then -1).
+                        room = self._tail_limit - len(self._tail)
                     pending.append(data)
                     room -= len(data)
                     if room >= 0:
@@ -435,7 +412,7 @@ class SSEDecoder:
             # The stream ends here, as end() would end it; a reconnection that reuses
             # the decoder must not see a piece of this stream's last line.
             if self._state is DecoderState.OPEN:
-                self._tail += pending  # within the limit: over it, feed() was called
+                self._tail += b"".join(pending)  # within the limit, or feed() had it
                 self._end_stream()
             raise
         yield from self.end()
@@ -465,7 +442,7 @@ class SSEDecoder:
 
     def _end_stream(self) -> None:
         """Discard what is pending, keeping the last line that had no line ending."""
-        line = b"".join(self._tail)
+        line = bytes(self._tail)
         if self._at_start and line[:3] == _BOM:
             line = line[3:]
         self.unterminated_line = line.decode("utf-8", "replace")
@@ -476,93 +453,30 @@ class SSEDecoder:
         are not part of the line, and must not count toward its length."""
         if not self._at_start:
             return 0
-        head = b"".join(self._tail)[:3]
+        head = bytes(self._tail[:3])
         return len(head) if _BOM.startswith(head) else 0
 
     def _fail(self, message: str) -> NoReturn:
-        self._fast = False
+        """Move to ``ERROR`` (the one place that does) and raise."""
         self._state = DecoderState.ERROR
-        self._room = _FAILED
+        self._tail_limit = -1
+        self._tail = bytearray()  # what was held is of no use any more
+        self._data = []
         raise ProtocolError(message)
 
-    def _lines(self, data: Union[bytes, bytearray]) -> list[Item]:
-        """Interpret *data*: complete lines, the last one ending in a line ending."""
-        out: list[Item] = []
-        if 13 in data:
-            # CRLF (or CR) line endings. The fast path below reads CRLF as it is; only what
-            # it does not cover is normalised.
-            eol, sep, dsep = b"\r\n", b"\r\n\r\n", b"\r\n\r\ndata: "
-        else:
-            eol, sep, dsep = b"\n", b"\n\n", b"\n\ndata: "
-        p = 0
-        if self._data or self._event:
-            # An event begun in an earlier feed continues up to the first blank line. Any
-            # LF ends a line, so cutting right after a separator's LF cuts between lines.
-            if data[: len(eol)] == eol:
-                self._dispatch(out)
-                p = len(eol)
-            else:
-                i = data.find(sep)
-                if i < 0:
-                    self._slow(data, out)
-                    return out
-                p = i + len(sep)
-                self._slow(data[:p], out)
-        j = data.rfind(sep, p)
-        if j >= p + 6 and data[p : p + 6] == b"data: ":
-            # Fast path for the common shape: data[p:j + len(sep)] is a run of blocks of
-            # exactly one "data: " line and a blank line each. Splitting the *bytes* on
-            # the separator plus "data: " yields the values; the run has that shape
-            # exactly when no value holds a CR or LF (a join and two memchr cost a fifth
-            # of one count). Values are decoded one by one: decoding the run at once would
-            # widen all of it to 4 bytes a character for one emoji (benchmarks/). For such
-            # a block the spec's steps reduce to: data buffer = value + LF; dispatch
-            # strips the LF; the type is "message" (the previous dispatch reset the type
-            # buffer); the id is the id buffer.
-            values = data[p + 6 : j].split(dsep)
-            joined = b"".join(values)
-            if 10 not in joined and 13 not in joined:
-                try:
-                    texts = [v.decode() for v in values]
-                except UnicodeDecodeError:
-                    texts = [v.decode("utf-8", "replace") for v in values]
-                lid = self._id
-                if lid:
-                    out += map(ServerSentEvent, texts, repeat("message"), repeat(lid))
-                else:
-                    out += map(ServerSentEvent, texts)
-                self.last_event_id = lid
-                p = j + len(sep)
-        if p < len(data):
-            self._slow(data[p:] if p else data, out)
-        return out
-
-    def _slow(self, raw: Union[bytes, bytearray], out: list[Item]) -> None:
-        """Interpret *raw* (complete lines) block by block, and line by line where needed."""
+    def _interpret(self, raw: bytes, out: list[Item]) -> None:
+        """Interpret *raw*, complete lines, line by line, appending what they complete
+        to *out*. ``data:`` lines, the bulk of a large event, are read inline."""
         text = raw.decode("utf-8", "replace")
         if "\r" in text:
             text = text.replace("\r\n", "\n").replace("\r", "\n")
-        blocks = text.split("\n\n")
-        # Every block but the last is some lines followed by a blank line; the last is
-        # the remaining complete lines (empty, or ending in "\n").
-        rest = blocks.pop()
-        for b in blocks:
-            if b[:6] == "data: " and "\n" not in b and not self._data and not self._event:
-                out.append(ServerSentEvent(b[6:], "message", self._id))
-                self.last_event_id = self._id
-            else:
-                self._run(b.split("\n"), out)
-                self._dispatch(out)
-        if rest:
-            lines = rest.split("\n")
-            lines.pop()  # "" after the final "\n"
-            self._run(lines, out)
-
-    def _run(self, lines: list[str], out: list[Item]) -> None:
-        """Interpret *lines*; ``data: `` lines, the bulk of a large event, inline."""
-        data = self._data  # _dispatch clears it in place, so this reference stays valid
+        lines = text.split("\n")
+        lines.pop()  # "" after the final line ending
+        data = self._data
         for line in lines:
             if line[:6] == "data: ":
+                # "Append the field value to the data buffer, then append a single
+                # U+000A LINE FEED (LF) character to the data buffer."
                 n = self._data_len + len(line) - 5
                 if n > self._max_event:
                     self._fail(
@@ -571,8 +485,11 @@ class SSEDecoder:
                 data.append(line[6:])
                 if len(data) > (n >> 6) + _MAX_DATA_PIECES:
                     _compact(data)
+            elif line:
+                self._field(line, out)
             else:
-                self._line(line, out)
+                # "If the line is empty (a blank line): Dispatch the event."
+                self._dispatch(out)
 
     def _dispatch(self, out: list[Item]) -> None:
         # "Set the last event ID string of the event source to the value of the last
@@ -590,12 +507,10 @@ class SSEDecoder:
         # "Set the data buffer and the event type buffer to the empty string."
         self._event = ""
 
-    def _line(self, line: str, out: list[Item]) -> None:
-        # "If the line is empty (a blank line): Dispatch the event."
-        if not line:
-            self._dispatch(out)
-            return
+    def _field(self, line: str, out: list[Item]) -> None:
+        """Interpret a line that is neither blank nor a ``data: `` line."""
         # "If the line starts with a U+003A COLON character (:): Ignore the line."
+        # Returned as a Comment instead, for keep-alives and the cost trailer.
         if line[0] == ":":
             text = line[1:]
             out.append(Comment(text[1:] if text[:1] == " " else text))

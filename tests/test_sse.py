@@ -960,7 +960,7 @@ class TestLinearTime:
         assert profiles[100] == profiles[199_999]
         scans = {"join", "find", "rfind", "count", "split", "decode", "replace"}
         assert not scans & set(profiles[100]), profiles[100]
-        assert self.calls(decoder.feed, b"\n").count("join") == 1
+        assert self.calls(decoder.feed, b"\n").count("join") <= 1  # the line, copied once
         assert decoder.feed(b"\n") == [ev("x" * 200_000)]
 
     def test_one_more_line_of_a_long_event_costs_the_same_whatever_came_before(self) -> None:
@@ -1235,7 +1235,7 @@ class TestRegressions:
         out = d.feed(b"data: a\r") + d.feed(b"") + d.feed(b"\ndata: b\r\n\r\n")
         assert out == [ServerSentEvent("a\nb")]
         d.feed(b"")
-        assert d._tail == []  # nor do empty feeds accumulate
+        assert not d._tail  # nor do empty feeds accumulate
 
 
     def test_after_a_failure_even_an_empty_feed_raises(self) -> None:
