@@ -240,34 +240,18 @@ class SSEDecoder:
         """
         # Integer membership is a memchr; `b"\n" in data` goes through the buffer protocol
         # and costs several times more for one byte.
-        if 10 in data or 13 in data:
-            return self._lines(data)
-        # No line ending: the bytes only extend the incomplete line. This is the whole of
-        # a 1-byte feed, so it is kept to a few C-level operations. (`+=` refuses what
-        # is not bytes-like; `in` above already refused str and int.)
-        tail = self._tail
-        tail += data
-        if len(tail) > self._tail_limit:
-            self._check_tail()
-        return []
-
-    def _check_tail(self) -> None:
-        """The incomplete line passed ``_tail_limit``: raise if the decoder failed, or if
-        the line is longer than ``max_line_bytes`` -- a leading BOM not counted."""
-        if self._state is not DecoderState.OPEN:
-            raise ProtocolError("the SSE decoder already failed; create a new one")
-        if len(self._tail) - self._bom_credit() > self._max_line:
-            self._fail(f"a line is longer than max_line_bytes ({self._max_line} bytes)")
-
-    def _lines(self, data: bytes) -> list[Item]:
-        """Interpret the lines that *data*, which holds a line ending, completes."""
+        if 10 not in data and 13 not in data:
+            # No line ending: the bytes only extend the incomplete line. This is the whole
+            # of a 1-byte feed, so it is kept to a few C-level operations. (`+=` refuses
+            # what is not bytes-like, and copies: no reference to a caller's buffer stays.)
+            tail = self._tail
+            tail += data
+            if len(tail) > self._tail_limit:
+                self._check_tail()
+            return []
         if type(data) is not bytes:
             # Through memoryview: bytes(5) would be five NULs, bytes([10]) a line ending.
             data = bytes(memoryview(data))
-        if self._state is not DecoderState.OPEN:
-            raise ProtocolError("the SSE decoder already failed; create a new one")
-        tail = self._tail
-        out: list[Item] = []
         if self._between_events:
             # The common shape of an LLM stream: blocks of one "data: value" line and a
             # blank line each. `head` is the incomplete line held back plus this feed up
@@ -276,17 +260,20 @@ class SSEDecoder:
             # plus "data: "; it then needs no line-by-line reading, since for such a
             # block the spec's steps reduce to: data buffer = value + LF; dispatch strips
             # the LF; the type is "message" (the type buffer is empty between events);
-            # the id is the id buffer. Anything else is read line by line below, from
-            # the same state: nothing has changed yet.
+            # the id is the id buffer. Anything else is read line by line, from the same
+            # state: nothing has changed yet.
             if 13 in data:
                 end = data.rfind(b"\r\n\r\n")
                 skip, sep, text_sep = 4, b"\r\n\r\ndata: ", "\r\n\r\ndata: "
             else:
                 end = data.rfind(b"\n\n")
                 skip, sep, text_sep = 2, b"\n\ndata: ", "\n\ndata: "
-            # Every line of head is within the line limit when all of head is.
-            if end >= 0 and len(tail) + end <= self._max_line:
-                head = tail + data[:end] if tail else data[:end]
+            tail = self._tail
+            # Every line of head is within the limit when all of head is; a failed
+            # decoder's limit (-1) sends every feed to _line_by_line, which raises.
+            if 0 <= end and len(tail) + end <= self._tail_limit:
+                # bytes, not bytearray: its pieces below are allocated once, not twice.
+                head = b"".join((tail, data[:end])) if tail else data[:end]
                 if head[:6] == b"data: ":
                     if head.isascii():
                         # One decode and a str split: an ASCII run stays one byte a
@@ -307,19 +294,36 @@ class SSEDecoder:
                         # "Set the last event ID string ... to the last event ID buffer."
                         lid = self.last_event_id = self._id
                         if lid:
-                            out += map(ServerSentEvent, values, repeat("message"), repeat(lid))
+                            out = list(map(ServerSentEvent, values, repeat("message"),
+                                           repeat(lid)))
                         else:
-                            out += map(ServerSentEvent, values)
+                            out = list(map(ServerSentEvent, values))
                         data = data[end + skip :]
-                        if 10 not in data and 13 not in data:
-                            self._tail = tail = bytearray(data)
-                            if len(data) > self._max_line:
-                                self._fail(f"a line is longer than max_line_bytes "
-                                           f"({self._max_line} bytes)")
-                            return out
-                        # Complete lines follow the last blank line: read them below.
-                        tail = bytearray()
-        elif self._skip_lf:
+                        if 10 in data or 13 in data:
+                            # Complete lines follow the last blank line.
+                            self._tail = bytearray()
+                            return out + self._line_by_line(data)
+                        tail[:] = data
+                        if len(data) > self._tail_limit:
+                            self._check_tail()
+                        return out
+        return self._line_by_line(data)
+
+    def _check_tail(self) -> None:
+        """The incomplete line passed ``_tail_limit``: raise if the decoder failed, or if
+        the line is longer than ``max_line_bytes`` -- a leading BOM not counted."""
+        if self._state is not DecoderState.OPEN:
+            raise ProtocolError("the SSE decoder already failed; create a new one")
+        if len(self._tail) - self._bom_credit() > self._max_line:
+            self._fail(f"a line is longer than max_line_bytes ({self._max_line} bytes)")
+
+    def _line_by_line(self, data: bytes) -> list[Item]:
+        """Interpret the lines that *data*, which holds a line ending, completes."""
+        if self._state is not DecoderState.OPEN:
+            raise ProtocolError("the SSE decoder already failed; create a new one")
+        tail = self._tail
+        out: list[Item] = []
+        if self._skip_lf:
             self._skip_lf = False
             # "CRLF ... LF ... CR": a CR fed last and an LF fed first are one line ending.
             if not tail and data[0] == 10:

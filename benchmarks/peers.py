@@ -168,9 +168,9 @@ def contract_floor(chunks: list[bytes]) -> list[ServerSentEvent]:
     """The least a decoder bound by the contract must do for the corpora of ``corpus.py``.
 
     Join, split on the blank lines, decode, one ``ServerSentEvent`` per event. A chat
-    stream's events are single ``data:`` lines; a large event is ``event:``, ``id:`` and
-    ``data:`` lines, whose prefixes one ``replace`` removes. What follows the last blank
-    line (the cost comment) is no event.
+    stream's events are single ``data:`` lines; a large event is an ``event:`` line, an
+    ``id:`` line and ``data:`` lines. What follows the last blank line (the cost comment)
+    is no event.
     """
     raw = b"".join(chunks)
     eol = b"\r\n" if 13 in raw else b"\n"
@@ -180,9 +180,11 @@ def contract_floor(chunks: list[bytes]) -> list[ServerSentEvent]:
         return [ServerSentEvent(b[6:].decode("utf-8", "replace")) for b in blocks]
     out = []
     for block in blocks:
-        event, id_line, data = block.split(eol, 2)
+        event, id_line, *lines = block.split(eol)
+        # Line by line: decoding the event at once would widen all of it to 4 bytes a
+        # character for one emoji (slower by half, measured).
         out.append(ServerSentEvent(
-            data[6:].replace(eol + b"data: ", b"\n").decode("utf-8", "replace"),
+            "\n".join([line[6:].decode("utf-8", "replace") for line in lines]),
             event[7:].decode("utf-8", "replace"), id_line[4:].decode("utf-8", "replace")))
     return out
 
