@@ -293,6 +293,7 @@ class SSEDecoder:
                         values[0] = values[0][6:]
                         # "Set the last event ID string ... to the last event ID buffer."
                         lid = self.last_event_id = self._id
+                        out: list[Item]
                         if lid:
                             out = list(map(ServerSentEvent, values, repeat("message"),
                                            repeat(lid)))
