@@ -14,19 +14,34 @@ the slow part of every pure-Python SSE parser.
 * Line endings are found on the raw bytes. CR (0x0D) and LF (0x0A) never occur inside a
   UTF-8 multi-byte sequence, so splitting bytes at them splits characters nowhere, and a
   split point is always a character boundary for the decoder.
-* ``feed`` keeps the bytes after the last line ending (the incomplete line) as a list of
-  pieces, joined only when a line ending arrives. A large line fed one byte at a time
-  therefore costs time proportional to its length, not to its square.
-* The complete lines of one ``feed`` are normalised (CRLF and CR become LF), decoded in
-  one ``bytes.decode(..., "replace")`` call, and split on ``"\\n\\n"``: each piece but the
-  last is "some lines, then a blank line". The common shape of an LLM stream — one
-  ``data: {json}`` line followed by a blank line — is recognised for all pieces at once
-  with two ``str.count`` calls, and such events are built in a single list
-  comprehension. Anything else goes through the per-line rules, quoted from the spec
-  next to the code that implements them.
+* The bytes after the last line ending (the incomplete line) are held in a
+  ``bytearray``. A ``feed`` without a line ending only appends to it and checks its
+  length, so a line fed one byte at a time costs time proportional to its length.
+* A ``feed`` with a line ending takes one of two paths, and which one depends only on
+  the decoder's state and the bytes, never on how they were split:
+
+  - **The common shape**, tried only *between events* (no field of an event seen since
+    the last dispatch, no CR pending, past the start of the stream): the incomplete
+    line plus the feed up to its last blank line is a run of blocks of one
+    ``data: value`` line and a blank line each -- an LLM stream's ``data: {json}``
+    chunks. The run is cut into values at each separator plus ``data: ``, and it has
+    that shape exactly when it starts with ``data: `` and no value holds a CR or LF.
+    Its events are built with one ``map``; what follows the last blank line is an
+    incomplete line, or goes the other path.
+  - **Line by line**, for everything else: the complete lines are joined with the
+    incomplete line, decoded in one ``bytes.decode(..., "replace")`` call, normalised
+    (CRLF and CR become LF), split, and interpreted one by one by the rules quoted from
+    the spec next to the code (:meth:`SSEDecoder._interpret`); ``data:`` lines, the bulk
+    of a large event, inline in that loop.
+
 * A CR that is the last byte fed so far ends its line at once (an event it completes is
   returned by that very ``feed``); the decoder remembers to drop an LF at the start of
   the next ``feed``, since CRLF is one line ending.
+* The limits are checked before memory is spent: an incomplete line as it grows, a
+  complete one before it is joined, an event's data as each line is added.
+* State: :class:`DecoderState` is ``OPEN`` until a limit is broken, then ``ERROR`` for
+  good (:meth:`SSEDecoder._fail`, the one place that fails). ``end()`` discards what is
+  pending, as the spec says, and keeps the last unterminated line's text for the caller.
 
 The result of any input does not depend on how it is split across ``feed`` calls.
 
@@ -69,10 +84,10 @@ _MAX_RETRY_DIGITS: Final = 4300
 _MAX_DATA_PIECES: Final = 64
 
 
-# Slotted, with a hand-written __init__: on CPython 3.9 this builds an event about 30%
-# faster than the generated __init__ of a plain dataclass (3.11: about 8%), and events are
-# built once per chunk of a stream (benchmarks/bench_sse.py). Not frozen: a frozen
-# dataclass's __init__ goes through object.__setattr__ and is about three times slower.
+# Slotted, with a hand-written __init__: it builds an event faster than the generated
+# __init__ of a plain dataclass, and an event is built for every chunk of a stream
+# (benchmarks/bench_sse.py). Not frozen: a frozen dataclass's __init__ goes through
+# object.__setattr__, several times slower.
 @dataclass(init=False)
 class ServerSentEvent:
     """One dispatched event.

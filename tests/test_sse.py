@@ -1083,6 +1083,70 @@ class TestFastPathShape:
             first + stream + b"y", max_line_bytes=line)
 
 
+#: Streams shaped like benchmarks/corpus.py's large events: ``event:`` and ``id:`` lines,
+#: then many ``data:`` lines of text (some non-ASCII, some long), then a blank line; LF or
+#: CRLF; now and then a comment or an odd line inside an event, an unterminated end.
+large_values = st.one_of(
+    st.sampled_from([b"", b"x", "caf\u00e9 \u4e2d\u6587 \U0001f642".encode(), b"[DONE]",
+                     b"a:b", b"\xff", b"x" * 200]),
+    line_text.map(str.encode),
+)
+
+
+@st.composite
+def large_streams(draw: st.DrawFn) -> bytes:
+    eol = draw(st.sampled_from([b"\n", b"\r\n"]))
+    parts = []
+    for number in range(draw(st.integers(1, 3))):
+        if draw(st.booleans()):
+            parts.append(b"event: result" + eol)
+        if draw(st.booleans()):
+            parts.append(b"id: big-%d" % number + eol)
+        for _ in range(draw(st.integers(1, 40))):
+            if draw(st.integers(0, 19)) == 0:
+                parts.append(draw(st.sampled_from([b": ping", b"retry: 7", b"data", b"id: x",
+                                                   b"data:no-space"])) + eol)
+            parts.append(b"data: " + draw(large_values) + eol)
+        parts.append(eol)
+    if draw(st.booleans()):
+        parts.append(draw(st.sampled_from([b": {\"cost\":\"1\"}", b"data: cut", b""])))
+    return b"".join(parts)
+
+
+class TestLargeEventShape:
+    """Multi-line events, the shape of the large-events benchmark corpus, against the
+    reference: whole, split anywhere, in fixed-size chunks and byte by byte."""
+
+    @settings(max_examples=300)
+    @given(st.data(), large_streams(), st.sampled_from([3, 7, 64, 1460]))
+    def test_agrees_with_the_reference_on_large_events(
+        self, data: st.DataObject, stream: bytes, size: int,
+    ) -> None:
+        expected = reference(stream)
+        fixed = [stream[i : i + size] for i in range(0, len(stream), size)]
+        assert outcome([stream]) == expected
+        assert outcome(fixed) == expected
+        assert outcome(data.draw(splits(stream))) == expected
+        assert events_outcome(fixed) == expected
+
+    @settings(max_examples=200)
+    @given(st.data(), large_streams())
+    def test_agrees_with_the_reference_on_large_events_with_limits(
+        self, data: st.DataObject, stream: bytes,
+    ) -> None:
+        line = data.draw(st.one_of(line_limit_near_a_line(stream), st.integers(7, 300)))
+        extra = data.draw(st.integers(0, 400))
+        kw = limits(line, line + extra)
+        expected = reference(stream, max_line_bytes=line, max_event_bytes=line + extra)
+        assert outcome([stream], **kw) == expected
+        assert outcome(data.draw(splits(stream)), **kw) == expected
+
+    def test_a_byte_at_a_time(self) -> None:
+        stream = (b"event: result\nid: big-0\n"
+                  + b"".join(b"data: line %d \xc3\xa9\n" % i for i in range(50)) + b"\n")
+        assert outcome(bytewise(stream)) == reference(stream)
+
+
 class TestArbitraryBytes:
     @given(st.data(), st.binary(max_size=300), line_limits)
     def test_arbitrary_bytes_raise_nothing_but_protocol_error(
