@@ -14,9 +14,10 @@ the slow part of every pure-Python SSE parser.
 * Line endings are found on the raw bytes. CR (0x0D) and LF (0x0A) never occur inside a
   UTF-8 multi-byte sequence, so splitting bytes at them splits characters nowhere, and a
   split point is always a character boundary for the decoder.
-* The bytes after the last line ending (the incomplete line) are held in a
-  ``bytearray``. A ``feed`` without a line ending only appends to it and checks its
-  length, so a line fed one byte at a time costs time proportional to its length.
+* The bytes after the last line ending (the incomplete line) are held as a list of
+  pieces, joined once, when the line ending arrives. A ``feed`` without a line ending
+  only appends to it and checks its length, so a line fed one byte at a time costs time
+  proportional to its length; a one-byte feed is recognised by one set lookup.
 * A ``feed`` with a line ending takes one of two paths, and which one depends only on
   the decoder's state and the bytes, never on how they were split:
 
@@ -76,6 +77,9 @@ __all__ = [
 DEFAULT_MAX_LINE_BYTES: Final = 16 * 1024 * 1024
 
 _BOM: Final = b"\xef\xbb\xbf"
+#: Every one-byte ``bytes`` but CR and LF. One hashed lookup (a one-byte ``bytes``
+#: caches its hash) tells feed() both that a piece is one byte and that it ends no line.
+_ONE_PLAIN_BYTE: Final = frozenset(bytes((b,)) for b in range(256) if b not in (10, 13))
 #: A ``retry`` value longer than this is ignored: converting it to ``int`` would cost
 #: time quadratic in its length (CPython caps int-from-str at 4300 digits for that reason).
 _MAX_RETRY_DIGITS: Final = 4300
@@ -211,9 +215,6 @@ class SSEDecoder:
         self.retry: Optional[int] = None
         self.unterminated_line = ""
         self._state = DecoderState.OPEN
-        # How long the incomplete line may grow before feed() looks at it: the line limit
-        # while open; -1 once failed, so that every feed() reaches the state check.
-        self._tail_limit = max_line_bytes
         self._reset_stream()
 
     @property
@@ -226,10 +227,14 @@ class SSEDecoder:
         self._event = ""  # the spec's "event type buffer"
         self._data: list[str] = []  # the spec's "data buffer", one item per data line
         self._data_len = 0
-        # The incomplete line: the bytes after the last line ending. A bytearray, so a
-        # line fed a byte at a time costs time linear in its length, and so that no
-        # reference to a caller's buffer is kept.
-        self._tail = bytearray()
+        # The incomplete line (the bytes after the last line ending) in pieces, joined
+        # once, when its line ending arrives: a line fed a byte at a time costs time
+        # linear in its length.
+        self._tail: list[bytes] = []
+        # How many pieces the tail may hold before feed() looks closer: the pieces it
+        # holds plus the bytes the line may still take (so one more one-byte piece
+        # needs no arithmetic); -1 once failed, so that every feed() looks, and raises.
+        self._tail_limit = self._max_line
         # The last byte fed was a CR ending a line, so an LF first in the next feed is the
         # second half of CRLF. Only meaningful while the tail is empty.
         self._skip_lf = False
@@ -253,15 +258,25 @@ class SSEDecoder:
                 longer than ``max_event_bytes``, or the decoder failed earlier.
             TypeError: *data* is not bytes-like.
         """
+        try:
+            if data in _ONE_PLAIN_BYTE:
+                # The whole of a 1-byte feed, kept to a few C-level operations.
+                tail = self._tail
+                tail.append(data)
+                if len(tail) > self._tail_limit:
+                    self._check_tail()
+                return []
+        except (TypeError, ValueError):  # unhashable: a bytearray, a writable memoryview
+            pass
         # Integer membership is a memchr; `b"\n" in data` goes through the buffer protocol
-        # and costs several times more for one byte.
+        # and costs several times more for a short piece. (`in` refuses str and int.)
         if 10 not in data and 13 not in data:
-            # No line ending: the bytes only extend the incomplete line. This is the whole
-            # of a 1-byte feed, so it is kept to a few C-level operations. (`+=` refuses
-            # what is not bytes-like, and copies: no reference to a caller's buffer stays.)
-            tail = self._tail
-            tail += data
-            if len(tail) > self._tail_limit:
+            # No line ending: the bytes only extend the incomplete line.
+            if data:
+                # A copy, so that no reference to a caller's buffer stays.
+                self._tail.append(data if type(data) is bytes else bytes(memoryview(data)))
+                self._tail_limit -= len(data) - 1
+            if len(self._tail) > self._tail_limit:
                 self._check_tail()
             return []
         if type(data) is not bytes:
@@ -284,11 +299,16 @@ class SSEDecoder:
                 end = data.rfind(b"\n\n")
                 skip, sep, text_sep = 2, b"\n\ndata: ", "\n\ndata: "
             tail = self._tail
-            # Every line of head is within the limit when all of head is; a failed
-            # decoder's limit (-1) sends every feed to _line_by_line, which raises.
-            if 0 <= end and len(tail) + end <= self._tail_limit:
-                # bytes, not bytearray: its pieces below are allocated once, not twice.
-                head = b"".join((tail, data[:end])) if tail else data[:end]
+            # Every line of head is within the limit when all of head is (the tail's
+            # limit less its pieces is the room left); a failed decoder's limit (-1)
+            # sends every feed to _line_by_line, which raises.
+            if 0 <= end and end + len(tail) <= self._tail_limit:
+                if tail:
+                    tail.append(data[:end])
+                    head = b"".join(tail)
+                    del tail[-1]
+                else:
+                    head = data[:end]
                 if head[:6] == b"data: ":
                     if head.isascii():
                         # One decode and a str split: an ASCII run stays one byte a
@@ -317,11 +337,17 @@ class SSEDecoder:
                         data = data[end + skip :]
                         if 10 in data or 13 in data:
                             # Complete lines follow the last blank line.
-                            self._tail = bytearray()
+                            self._tail = []
+                            self._tail_limit = self._max_line
                             return out + self._line_by_line(data)
-                        tail[:] = data
-                        if len(data) > self._tail_limit:
-                            self._check_tail()
+                        if data:
+                            self._tail = [data]
+                            self._tail_limit = self._max_line - len(data) + 1
+                            if self._tail_limit < 1:
+                                self._check_tail()
+                        else:
+                            self._tail = []
+                            self._tail_limit = self._max_line
                         return out
         return self._line_by_line(data)
 
@@ -330,8 +356,12 @@ class SSEDecoder:
         the line is longer than ``max_line_bytes`` -- a leading BOM not counted."""
         if self._state is not DecoderState.OPEN:
             raise ProtocolError("the SSE decoder already failed; create a new one")
-        if len(self._tail) - self._bom_credit() > self._max_line:
+        tail = self._tail
+        allowed = self._max_line + self._bom_credit()
+        size = sum(map(len, tail))
+        if size > allowed:
             self._fail(f"a line is longer than max_line_bytes ({self._max_line} bytes)")
+        self._tail_limit = allowed - size + len(tail)
 
     def _line_by_line(self, data: bytes) -> list[Item]:
         """Interpret the lines that *data*, which holds a line ending, completes."""
@@ -351,21 +381,27 @@ class SSEDecoder:
             cr = data.rfind(13)
             if cr > end:
                 end = cr
-        if tail and not self._at_start and len(tail) + len(data) > self._max_line:
+        if tail and not self._at_start:
             # The incomplete line may end over the limit: say so before joining it (a
             # join would hold a second copy of up to max_line_bytes).
-            if len(tail) + _next_eol(data) > self._max_line:
+            room = self._tail_limit - len(tail)
+            if room < len(data) and _next_eol(data) > room:
                 self._fail(f"a line is longer than max_line_bytes ({self._max_line} bytes)")
         end += 1
         if tail:
-            tail += data[:end]
-            complete = bytes(tail)
+            tail.append(data[:end])
+            complete = b"".join(tail)
         else:
             complete = data[:end] if end < len(data) else data
         rest = data[end:]
-        self._tail = bytearray(rest)
-        if len(rest) > self._max_line:
-            self._fail(f"a line is longer than max_line_bytes ({self._max_line} bytes)")
+        if rest:
+            self._tail = [rest]
+            self._tail_limit = self._max_line - len(rest) + 1
+            if len(rest) > self._max_line:
+                self._fail(f"a line is longer than max_line_bytes ({self._max_line} bytes)")
+        else:
+            self._tail = []
+            self._tail_limit = self._max_line
         # Only a CR that is the last byte fed so far may pair with a later LF.
         self._skip_lf = not rest and complete[-1] == 13
         if self._at_start:
@@ -410,7 +446,7 @@ class SSEDecoder:
             for data in chunks:
                 if type(data) is bytes and 10 not in data and 13 not in data:
                     if not pending:
-                        # Negative once the decoder has failed (the limit is then -1).
+                        # The bytes the line may still take; negative once failed.
                         room = self._tail_limit - len(self._tail)
                     pending.append(data)
                     room -= len(data)
@@ -432,7 +468,7 @@ class SSEDecoder:
             # The stream ends here, as end() would end it; a reconnection that reuses
             # the decoder must not see a piece of this stream's last line.
             if self._state is DecoderState.OPEN:
-                self._tail += b"".join(pending)  # within the limit, or feed() had it
+                self._tail += pending  # within the limit, or feed() had them
                 self._end_stream()
             raise
         yield from self.end()
@@ -462,7 +498,7 @@ class SSEDecoder:
 
     def _end_stream(self) -> None:
         """Discard what is pending, keeping the last line that had no line ending."""
-        line = bytes(self._tail)
+        line = b"".join(self._tail)
         if self._at_start and line[:3] == _BOM:
             line = line[3:]
         self.unterminated_line = line.decode("utf-8", "replace")
@@ -473,14 +509,14 @@ class SSEDecoder:
         are not part of the line, and must not count toward its length."""
         if not self._at_start:
             return 0
-        head = bytes(self._tail[:3])
+        head = b"".join(self._tail)[:3]
         return len(head) if _BOM.startswith(head) else 0
 
     def _fail(self, message: str) -> NoReturn:
         """Move to ``ERROR`` (the one place that does) and raise."""
         self._state = DecoderState.ERROR
+        self._tail = []  # what was held is of no use any more
         self._tail_limit = -1
-        self._tail = bytearray()  # what was held is of no use any more
         self._data = []
         raise ProtocolError(message)
 
