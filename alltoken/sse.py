@@ -376,6 +376,19 @@ class SSEDecoder:
                 data = data[1:]
                 if 10 not in data and 13 not in data:
                     return self.feed(data)
+        if data == b"\n" and not self._at_start:
+            # A lone LF, as in 1-byte feeding: it ends the incomplete line, which holds
+            # no line ending and was measured as it grew, so it needs no search and no
+            # check, only its own decode.
+            if tail:
+                line = b"".join(tail).decode("utf-8", "replace")
+                self._tail = []
+                self._tail_limit = self._max_line
+            else:
+                line = ""
+            self._interpret([line], out)
+            self._between_events = not self._data and not self._event
+            return out
         end = data.rfind(10)
         if 13 in data:
             cr = data.rfind(13)
@@ -412,7 +425,12 @@ class SSEDecoder:
                 complete = complete[3:]
         if len(complete) > self._max_line and _longest_line(complete) > self._max_line:
             self._fail(f"a line is longer than max_line_bytes ({self._max_line} bytes)")
-        self._interpret(complete, out)
+        text = complete.decode("utf-8", "replace")
+        if "\r" in text:
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        lines = text.split("\n")
+        lines.pop()  # "" after the final line ending
+        self._interpret(lines, out)
         self._between_events = not self._data and not self._event and not self._skip_lf
         return out
 
@@ -520,14 +538,10 @@ class SSEDecoder:
         self._data = []
         raise ProtocolError(message)
 
-    def _interpret(self, raw: bytes, out: list[Item]) -> None:
-        """Interpret *raw*, complete lines, line by line, appending what they complete
-        to *out*. ``data:`` lines, the bulk of a large event, are read inline."""
-        text = raw.decode("utf-8", "replace")
-        if "\r" in text:
-            text = text.replace("\r\n", "\n").replace("\r", "\n")
-        lines = text.split("\n")
-        lines.pop()  # "" after the final line ending
+    def _interpret(self, lines: list[str], out: list[Item]) -> None:
+        """Interpret *lines* (decoded, without their line endings) one by one, appending
+        what they complete to *out*. ``data:`` lines, the bulk of a large event, are
+        read inline."""
         data = self._data
         for line in lines:
             if line[:6] == "data: ":
