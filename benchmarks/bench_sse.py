@@ -30,8 +30,9 @@ cell has a time budget (3 s; 0.5 s with ``--quick``): a run that would exceed it
 (projected from the smaller sizes) is not started, one that does exceed it is stopped,
 and either is shown as ``timed out``. ``growth`` gives the exponent k of time ~ size**k
 over the one-line sizes measured (least squares on log-log; 1 = linear, 2 = quadratic),
-or a lower bound for it from a run that was stopped. The ``call floor`` row is the least one Python-level
-operation per byte can cost (``bytearray +=`` per byte, then one split).
+or a lower bound for it from a run that was stopped. The ``call floor`` row is the least
+one Python-level operation per byte can cost (``bytearray +=`` per byte, then one
+split).
 
 Results also go to ``benchmarks/results/sse.json``.
 """
