@@ -17,7 +17,12 @@ the slow part of every pure-Python SSE parser.
 * The bytes after the last line ending (the incomplete line) are held as a list of
   pieces, joined once, when the line ending arrives. A ``feed`` without a line ending
   only appends to it and checks its length, so a line fed one byte at a time costs time
-  proportional to its length; a one-byte feed is recognised by one set lookup.
+  proportional to its length. The length is kept as a limit on the number of pieces
+  (the pieces held plus the bytes still allowed), so a one-byte piece costs no
+  arithmetic; after a one-byte feed, the next one is first looked up in the set of the
+  one-byte pieces that end no line, which answers "one byte" and "no line ending" at
+  once. A lone LF, the other half of 1-byte feeding, ends the incomplete line without
+  a search.
 * A ``feed`` with a line ending takes one of two paths, and which one depends only on
   the decoder's state and the bytes, never on how they were split:
 
@@ -173,6 +178,7 @@ class SSEDecoder:
     __slots__ = (
         "_at_start",
         "_between_events",
+        "_bytewise",
         "_data",
         "_data_len",
         "_event",
@@ -239,6 +245,7 @@ class SSEDecoder:
         # second half of CRLF. Only meaningful while the tail is empty.
         self._skip_lf = False
         self._at_start = True  # no line ending seen yet: a BOM may still lead
+        self._bytewise = False  # the last feed was one byte
         # No field of an event seen since the last dispatch (the data and event type
         # buffers are empty), no CR pending, past the start: a feed may begin with the
         # common shape, which feed() then reads without going line by line.
@@ -258,16 +265,19 @@ class SSEDecoder:
                 longer than ``max_event_bytes``, or the decoder failed earlier.
             TypeError: *data* is not bytes-like.
         """
-        try:
-            if data in _ONE_PLAIN_BYTE:
-                # The whole of a 1-byte feed, kept to a few C-level operations.
-                tail = self._tail
-                tail.append(data)
-                if len(tail) > self._tail_limit:
-                    self._check_tail()
-                return []
-        except (TypeError, ValueError):  # unhashable: a bytearray, a writable memoryview
-            pass
+        if self._bytewise:
+            # The last feed was one byte, so this one most likely is too: one lookup
+            # tells that it is one byte and ends no line. (Not tried otherwise: it
+            # hashes the whole piece.)
+            try:
+                if data in _ONE_PLAIN_BYTE:
+                    tail = self._tail
+                    tail.append(data)
+                    if len(tail) > self._tail_limit:
+                        self._check_tail()
+                    return []
+            except (TypeError, ValueError):  # unhashable: bytearray, writable memoryview
+                pass
         # Integer membership is a memchr; `b"\n" in data` goes through the buffer protocol
         # and costs several times more for a short piece. (`in` refuses str and int.)
         if 10 not in data and 13 not in data:
@@ -276,9 +286,11 @@ class SSEDecoder:
                 # A copy, so that no reference to a caller's buffer stays.
                 self._tail.append(data if type(data) is bytes else bytes(memoryview(data)))
                 self._tail_limit -= len(data) - 1
+                self._bytewise = len(data) == 1
             if len(self._tail) > self._tail_limit:
                 self._check_tail()
             return []
+        self._bytewise = len(data) == 1
         if type(data) is not bytes:
             # Through memoryview: bytes(5) would be five NULs, bytes([10]) a line ending.
             data = bytes(memoryview(data))
