@@ -35,10 +35,11 @@ the slow part of every pure-Python SSE parser.
     Its events are built with one ``map``; what follows the last blank line is an
     incomplete line, or goes the other path.
   - **Line by line**, for everything else: the complete lines are joined with the
-    incomplete line, decoded in one ``bytes.decode(..., "replace")`` call, normalised
-    (CRLF and CR become LF), split, and interpreted one by one by the rules quoted from
-    the spec next to the code (:meth:`SSEDecoder._interpret`); ``data:`` lines, the bulk
-    of a large event, inline in that loop.
+    incomplete line, normalised (CRLF and CR become LF), split, and interpreted one by
+    one by the rules quoted from the spec next to the code
+    (:meth:`SSEDecoder._interpret`), each line decoded on its own with
+    ``bytes.decode(..., "replace")``; ``data:`` lines, the bulk of a large event, inline
+    in that loop.
 
 * A CR that is the last byte fed so far ends its line at once (an event it completes is
   returned by that very ``feed``); the decoder remembers to drop an LF at the start of
