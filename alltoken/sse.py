@@ -269,7 +269,8 @@ class SSEDecoder:
         if self._bytewise:
             # The last feed was one byte, so this one most likely is too: one lookup
             # tells that it is one byte and ends no line. (Not tried otherwise: it
-            # hashes the whole piece.)
+            # hashes the whole piece. A read-only one-byte memoryview matches too, and
+            # is kept as it is.)
             try:
                 if data in _ONE_PLAIN_BYTE:
                     tail = self._tail
