@@ -316,8 +316,9 @@ def print_report(meta: dict[str, Any], rows: list[Row], byte_rows: list[Row]) ->
     print(f"SSE parse benchmark: Python {meta['python']} ({meta['implementation']}), "
           f"{meta['platform']}, {meta['cpus']} CPUs, alltoken {meta['alltoken']}")
     print(f"Best of {meta['repeats']} runs per parser, gc off during a run, a fresh parser "
-          "each run, runs interleaved across parsers.\nThe machine may be shared: absolute "
-          "figures are noisy; ratios within one run are the stable part.\n")
+          "each run, runs interleaved across parsers (order rotated each round).\nThe machine "
+          "may be shared: absolute figures are noisy; ratios within one run are the stable "
+          "part.\n")
     print(f"Table 1 - parse throughput, {CHUNK}-byte chunks (x limit: the limit row's time "
           "over the parser's;\nx floor: the contract floor's; x alltoken: alltoken's time over "
           "the parser's)")
