@@ -371,11 +371,13 @@ class SSEDecoder:
         if self._state is not DecoderState.OPEN:
             raise ProtocolError("the SSE decoder already failed; create a new one")
         tail = self._tail
-        allowed = self._max_line + self._bom_credit()
+        credit = self._bom_credit()
         size = sum(map(len, tail))
-        if size > allowed:
+        if size - credit > self._max_line:
             self._fail(f"a line is longer than max_line_bytes ({self._max_line} bytes)")
-        self._tail_limit = allowed - size + len(tail)
+        # Only a whole BOM is sure to stay one: the start of one may be followed by a
+        # byte that makes it no BOM, and that byte must be looked at again.
+        self._tail_limit = self._max_line + (credit if credit == 3 else 0) - size + len(tail)
 
     def _line_by_line(self, data: bytes) -> list[Item]:
         """Interpret the lines that *data*, which holds a line ending, completes."""

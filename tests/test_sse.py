@@ -1302,6 +1302,25 @@ class TestRegressions:
         assert not d._tail  # nor do empty feeds accumulate
 
 
+    def test_the_start_of_a_bom_then_another_byte_counts_in_full_however_it_is_split(
+        self,
+    ) -> None:
+        # Found by fuzz/fuzz_sse.py: after b"\xef\xbb" (perhaps a BOM, not counted) a
+        # byte that makes it no BOM was let through when fed on its own.
+        import pytest
+
+        from alltoken import ProtocolError
+
+        stream = b"\xef\xbb\x00"
+        for chunks in ([stream], bytewise(stream), [stream[:2], stream[2:]]):
+            decoder = SSEDecoder(max_line_bytes=1)
+            with pytest.raises(ProtocolError, match="max_line_bytes"):
+                for chunk in chunks:
+                    decoder.feed(chunk)
+        decoder = SSEDecoder(max_line_bytes=1)  # a whole BOM is not counted
+        for chunk in bytewise(BOM + b":\n"):
+            decoder.feed(chunk)
+
     def test_after_a_failure_even_an_empty_feed_raises(self) -> None:
         import pytest
 
