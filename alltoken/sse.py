@@ -306,12 +306,14 @@ class SSEDecoder:
             # the LF; the type is "message" (the type buffer is empty between events);
             # the id is the id buffer. Anything else is read line by line, from the same
             # state: nothing has changed yet.
+            # `end`: where the last blank line's line endings start; `between`: what
+            # separates two blocks' values (the line endings, and "data: ").
             if 13 in data:
                 end = data.rfind(b"\r\n\r\n")
-                skip, sep, text_sep = 4, b"\r\n\r\ndata: ", "\r\n\r\ndata: "
+                eols, between, text_between = 4, b"\r\n\r\ndata: ", "\r\n\r\ndata: "
             else:
                 end = data.rfind(b"\n\n")
-                skip, sep, text_sep = 2, b"\n\ndata: ", "\n\ndata: "
+                eols, between, text_between = 2, b"\n\ndata: ", "\n\ndata: "
             tail = self._tail
             # Every line of head is within the limit when all of head is (the tail's
             # limit less its pieces is the room left); a failed decoder's limit (-1)
@@ -327,13 +329,13 @@ class SSEDecoder:
                     if head.isascii():
                         # One decode and a str split: an ASCII run stays one byte a
                         # character, and no value needs a decode call of its own.
-                        values = head.decode().split(text_sep)
+                        values = head.decode().split(text_between)
                         joined = "".join(values)
                         plain = "\n" not in joined and "\r" not in joined
                     else:
                         # Values decoded one by one: decoding the run at once would
                         # widen all of it to 4 bytes a character for one emoji.
-                        pieces = head.split(sep)
+                        pieces = head.split(between)
                         raw = b"".join(pieces)
                         plain = 10 not in raw and 13 not in raw
                         if plain:
@@ -341,14 +343,14 @@ class SSEDecoder:
                     if plain:
                         values[0] = values[0][6:]
                         # "Set the last event ID string ... to the last event ID buffer."
-                        lid = self.last_event_id = self._id
+                        last_id = self.last_event_id = self._id
                         out: list[Item]
-                        if lid:
+                        if last_id:
                             out = list(map(ServerSentEvent, values, repeat("message"),
-                                           repeat(lid)))
+                                           repeat(last_id)))
                         else:
                             out = list(map(ServerSentEvent, values))
-                        data = data[end + skip :]
+                        data = data[end + eols :]
                         if 10 in data or 13 in data:
                             # Complete lines follow the last blank line.
                             self._tail = []
