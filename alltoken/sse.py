@@ -285,7 +285,8 @@ class SSEDecoder:
         if 10 not in data and 13 not in data:
             # No line ending: the bytes only extend the incomplete line.
             if data:
-                # A copy, so that no reference to a caller's buffer stays.
+                # bytes kept as they are; anything else copied, so that no reference
+                # to a caller's buffer stays.
                 self._tail.append(data if type(data) is bytes else bytes(memoryview(data)))
                 self._tail_limit -= len(data) - 1
                 self._bytewise = len(data) == 1
