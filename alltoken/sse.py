@@ -14,19 +14,41 @@ the slow part of every pure-Python SSE parser.
 * Line endings are found on the raw bytes. CR (0x0D) and LF (0x0A) never occur inside a
   UTF-8 multi-byte sequence, so splitting bytes at them splits characters nowhere, and a
   split point is always a character boundary for the decoder.
-* ``feed`` keeps the bytes after the last line ending (the incomplete line) as a list of
-  pieces, joined only when a line ending arrives. A large line fed one byte at a time
-  therefore costs time proportional to its length, not to its square.
-* The complete lines of one ``feed`` are normalised (CRLF and CR become LF), decoded in
-  one ``bytes.decode(..., "replace")`` call, and split on ``"\\n\\n"``: each piece but the
-  last is "some lines, then a blank line". The common shape of an LLM stream — one
-  ``data: {json}`` line followed by a blank line — is recognised for all pieces at once
-  with two ``str.count`` calls, and such events are built in a single list
-  comprehension. Anything else goes through the per-line rules, quoted from the spec
-  next to the code that implements them.
+* The bytes after the last line ending (the incomplete line) are held as a list of
+  pieces, joined once, when the line ending arrives. A ``feed`` without a line ending
+  only appends to it and checks its length, so a line fed one byte at a time costs time
+  proportional to its length. The length is kept as a limit on the number of pieces
+  (the pieces held plus the bytes still allowed), so a one-byte piece costs no
+  arithmetic; after a one-byte feed, the next one is first looked up in the set of the
+  one-byte pieces that end no line, which answers "one byte" and "no line ending" at
+  once. A lone LF, the other half of 1-byte feeding, ends the incomplete line without
+  a search.
+* A ``feed`` with a line ending takes one of two paths, and which one depends only on
+  the decoder's state and the bytes, never on how they were split:
+
+  - **The common shape**, tried only *between events* (no field of an event seen since
+    the last dispatch, no CR pending, past the start of the stream): the incomplete
+    line plus the feed up to its last blank line is a run of blocks of one
+    ``data: value`` line and a blank line each -- an LLM stream's ``data: {json}``
+    chunks. The run is cut into values at each separator plus ``data: ``, and it has
+    that shape exactly when it starts with ``data: `` and no value holds a CR or LF.
+    Its events are built with one ``map``; what follows the last blank line is an
+    incomplete line, or goes the other path.
+  - **Line by line**, for everything else: the complete lines are joined with the
+    incomplete line, normalised (CRLF and CR become LF), split, and interpreted one by
+    one by the rules quoted from the spec next to the code
+    (:meth:`SSEDecoder._interpret`), each line decoded on its own with
+    ``bytes.decode(..., "replace")``; ``data:`` lines, the bulk of a large event, inline
+    in that loop.
+
 * A CR that is the last byte fed so far ends its line at once (an event it completes is
   returned by that very ``feed``); the decoder remembers to drop an LF at the start of
   the next ``feed``, since CRLF is one line ending.
+* The limits are checked before memory is spent: an incomplete line as it grows, a
+  complete one before it is joined, an event's data as each line is added.
+* State: :class:`DecoderState` is ``OPEN`` until a limit is broken, then ``ERROR`` for
+  good (:meth:`SSEDecoder._fail`, the one place that fails). ``end()`` discards what is
+  pending, as the spec says, and keeps the last unterminated line's text for the caller.
 
 The result of any input does not depend on how it is split across ``feed`` calls.
 
@@ -61,8 +83,9 @@ __all__ = [
 DEFAULT_MAX_LINE_BYTES: Final = 16 * 1024 * 1024
 
 _BOM: Final = b"\xef\xbb\xbf"
-#: ``_room`` of a failed decoder: every later feed takes the slow branch, which raises.
-_FAILED: Final = -(1 << 62)
+#: Every one-byte ``bytes`` but CR and LF. One hashed lookup (a one-byte ``bytes``
+#: caches its hash) tells feed() both that a piece is one byte and that it ends no line.
+_ONE_PLAIN_BYTE: Final = frozenset(bytes((b,)) for b in range(256) if b not in (10, 13))
 #: A ``retry`` value longer than this is ignored: converting it to ``int`` would cost
 #: time quadratic in its length (CPython caps int-from-str at 4300 digits for that reason).
 _MAX_RETRY_DIGITS: Final = 4300
@@ -71,10 +94,10 @@ _MAX_RETRY_DIGITS: Final = 4300
 _MAX_DATA_PIECES: Final = 64
 
 
-# Slotted, with a hand-written __init__: on CPython 3.9 this builds an event about 30%
-# faster than the generated __init__ of a plain dataclass (3.11: about 8%), and events are
-# built once per chunk of a stream (benchmarks/bench_sse.py). Not frozen: a frozen
-# dataclass's __init__ goes through object.__setattr__ and is about three times slower.
+# Slotted, with a hand-written __init__: it builds an event faster than the generated
+# __init__ of a plain dataclass, and an event is built for every chunk of a stream
+# (benchmarks/bench_sse.py). Not frozen: a frozen dataclass's __init__ goes through
+# object.__setattr__, several times slower.
 @dataclass(init=False)
 class ServerSentEvent:
     """One dispatched event.
@@ -112,24 +135,19 @@ class Comment:
         self.text = text
 
 
+#: What ``feed``, ``end`` and ``events`` return: an event or a comment. A runtime alias, so
+#: ``typing.Union`` (``X | Y`` between classes needs Python 3.10).
 Item = Union[ServerSentEvent, Comment]
 
 
 class DecoderState(enum.Enum):
-    """The states of :class:`SSEDecoder`. Every transition is in :data:`_TRANSITIONS`."""
+    """The states of :class:`SSEDecoder`: ``OPEN`` until a call raises
+    ``ProtocolError``, then ``ERROR`` for good. ``end()`` leaves an open decoder open."""
 
     #: Accepting bytes. ``end()`` returns here, ready for a new stream.
     OPEN = "open"
     #: A ``ProtocolError`` was raised; every later ``feed`` or ``end`` raises again.
     ERROR = "error"
-
-
-#: (state, method) -> state after the method returns normally. A method that raises
-#: ``ProtocolError`` moves the decoder to ``ERROR`` instead.
-_TRANSITIONS: Final = {
-    (DecoderState.OPEN, "feed"): DecoderState.OPEN,
-    (DecoderState.OPEN, "end"): DecoderState.OPEN,
-}
 
 
 class SSEDecoder:
@@ -148,6 +166,11 @@ class SSEDecoder:
             (every blank line, even one that dispatches nothing). A reconnecting client
             sends it as ``Last-Event-ID``.
         retry: The last valid ``retry`` value in milliseconds, else None.
+        unterminated_line: The decoded text of the stream's final line when it had no
+            line ending (a leading BOM removed), else ``""``: set by :meth:`end`, which
+            discards that line as the spec requires. The text is the whole line, field
+            name or ``:`` included; AllToken's client reads a cost trailer whose final
+            newline is missing from it (``if line.startswith(":")``).
 
     Errors: once ``feed`` or ``end`` has raised ``ProtocolError`` the decoder is in the
     ``ERROR`` state and every later call raises ``ProtocolError`` again.
@@ -155,19 +178,21 @@ class SSEDecoder:
 
     __slots__ = (
         "_at_start",
+        "_between_events",
+        "_bytewise",
         "_data",
         "_data_len",
         "_event",
-        "_fast",
         "_id",
         "_max_event",
         "_max_line",
-        "_room",
         "_skip_lf",
         "_state",
         "_tail",
+        "_tail_limit",
         "last_event_id",
         "retry",
+        "unterminated_line",
     )
 
     def __init__(
@@ -195,6 +220,7 @@ class SSEDecoder:
         self._max_event = max_event_bytes
         self.last_event_id = ""
         self.retry: Optional[int] = None
+        self.unterminated_line = ""
         self._state = DecoderState.OPEN
         self._reset_stream()
 
@@ -208,17 +234,25 @@ class SSEDecoder:
         self._event = ""  # the spec's "event type buffer"
         self._data: list[str] = []  # the spec's "data buffer", one item per data line
         self._data_len = 0
-        self._tail: list[bytes] = []  # the incomplete line, in pieces
-        self._room = self._max_line  # how many more bytes the incomplete line may take
+        # The incomplete line (the bytes after the last line ending) in pieces, joined
+        # once, when its line ending arrives: a line fed a byte at a time costs time
+        # linear in its length.
+        self._tail: list[bytes] = []
+        # How many pieces the tail may hold before feed() looks closer: the pieces it
+        # holds plus the bytes the line may still take (so one more one-byte piece
+        # needs no arithmetic); -1 once failed, so that every feed() looks, and raises.
+        self._tail_limit = self._max_line
         # The last byte fed was a CR ending a line, so an LF first in the next feed is the
         # second half of CRLF. Only meaningful while the tail is empty.
         self._skip_lf = False
         self._at_start = True  # no line ending seen yet: a BOM may still lead
-        # Between events: no field of an event seen yet, no CR pending, past the start,
-        # not failed. Only then may feed() try its fast path.
-        self._fast = False
+        self._bytewise = False  # the last feed was one byte
+        # No field of an event seen since the last dispatch (the data and event type
+        # buffers are empty), no CR pending, past the start: a feed may begin with the
+        # common shape, which feed() then reads without going line by line.
+        self._between_events = False
 
-    def feed(self, data: bytes) -> list[ServerSentEvent | Comment]:
+    def feed(self, data: bytes) -> list[Item]:
         """Parse the next piece of the stream.
 
         Args:
@@ -230,96 +264,130 @@ class SSEDecoder:
         Raises:
             ProtocolError: a line is longer than ``max_line_bytes``, an event's data
                 longer than ``max_event_bytes``, or the decoder failed earlier.
+            TypeError: *data* is not bytes-like.
         """
+        if self._bytewise:
+            # The last feed was one byte, so this one most likely is too: one lookup
+            # tells that it is one byte and ends no line. (Not tried otherwise: it
+            # hashes the whole piece. A read-only one-byte memoryview matches too, and
+            # is kept as it is.)
+            try:
+                if data in _ONE_PLAIN_BYTE:
+                    tail = self._tail
+                    tail.append(data)
+                    if len(tail) > self._tail_limit:
+                        self._check_tail()
+                    return []
+            except (TypeError, ValueError):  # unhashable: bytearray, writable memoryview
+                pass
+        # Integer membership is a memchr; `b"\n" in data` goes through the buffer protocol
+        # and costs several times more for a short piece. (`in` refuses str and int.)
+        if 10 not in data and 13 not in data:
+            # No line ending: the bytes only extend the incomplete line.
+            if data:
+                # bytes kept as they are; anything else copied, so that no reference
+                # to a caller's buffer stays.
+                self._tail.append(data if type(data) is bytes else bytes(memoryview(data)))
+                self._tail_limit -= len(data) - 1
+                self._bytewise = len(data) == 1
+            if len(self._tail) > self._tail_limit:
+                self._check_tail()
+            return []
+        self._bytewise = len(data) == 1
         if type(data) is not bytes:
             # Through memoryview: bytes(5) would be five NULs, bytes([10]) a line ending.
             data = bytes(memoryview(data))
-        # Integer membership is a memchr; `b"\n" in data` goes through the buffer protocol
-        # and costs five to ten times more (benchmarks/bench_sse.py, 1-byte feeding).
-        if 10 not in data and 13 not in data:
-            # No line ending: the bytes only extend the incomplete line. This is the whole
-            # of a 1-byte feed, so it is kept to a few C-level operations.
-            if data:  # an empty feed must leave no trace (CR then LF across it is CRLF)
-                self._tail.append(data)
-                self._room -= len(data)
-                if self._room < 0:
-                    self._check_tail()
-            elif self._state is not DecoderState.OPEN:
-                raise ProtocolError("the SSE decoder already failed; create a new one")
-            return []
-        if self._fast:
+        if self._between_events:
             # The common shape of an LLM stream: blocks of one "data: value" line and a
             # blank line each. `head` is the incomplete line held back plus this feed up
-            # to its last blank line; when it has that shape it is cut into values by
-            # splitting on the separator plus "data: ". It has it exactly when it starts
-            # with "data: ", no value holds a CR or LF, and (a sufficient bound, checked
-            # before joining) it is no longer than one line may be. For such a block the
-            # spec's steps reduce to: data buffer = value + LF; dispatch strips the LF;
-            # the type is "message"; the id is the id buffer. Anything else takes the
-            # general path below, before any state has changed.
+            # to its last blank line. It has that shape exactly when it starts with
+            # "data: " and no value holds a CR or LF once it is cut at each separator
+            # plus "data: "; it then needs no line-by-line reading, since for such a
+            # block the spec's steps reduce to: data buffer = value + LF; dispatch strips
+            # the LF; the type is "message" (the type buffer is empty between events);
+            # the id is the id buffer. Anything else is read line by line, from the same
+            # state: nothing has changed yet.
+            # `end`: where the last blank line's line endings start; `between`: what
+            # separates two blocks' values (the line endings, and "data: ").
             if 13 in data:
-                j = data.rfind(b"\r\n\r\n")
-                skip, dsep, sdsep = 4, b"\r\n\r\ndata: ", "\r\n\r\ndata: "
+                end = data.rfind(b"\r\n\r\n")
+                eols, between, text_between = 4, b"\r\n\r\ndata: ", "\r\n\r\ndata: "
             else:
-                j = data.rfind(b"\n\n")
-                skip, dsep, sdsep = 2, b"\n\ndata: ", "\n\ndata: "
-            if 0 <= j <= self._room:  # the room of the incomplete line bounds all of head
-                tail = self._tail
+                end = data.rfind(b"\n\n")
+                eols, between, text_between = 2, b"\n\ndata: ", "\n\ndata: "
+            tail = self._tail
+            # Every line of head is within the limit when all of head is (the tail's
+            # limit less its pieces is the room left); a failed decoder's limit (-1)
+            # sends every feed to _line_by_line, which raises.
+            if 0 <= end and end + len(tail) <= self._tail_limit:
                 if tail:
-                    tail.append(data[:j])
+                    tail.append(data[:end])
                     head = b"".join(tail)
                     del tail[-1]
                 else:
-                    head = data[:j]
+                    head = data[:end]
                 if head[:6] == b"data: ":
                     if head.isascii():
                         # One decode and a str split: an ASCII run stays one byte a
                         # character, and no value needs a decode call of its own.
-                        texts = head.decode().split(sdsep)
-                        joined = "".join(texts)
+                        values = head.decode().split(text_between)
+                        joined = "".join(values)
                         plain = "\n" not in joined and "\r" not in joined
                     else:
                         # Values decoded one by one: decoding the run at once would
                         # widen all of it to 4 bytes a character for one emoji.
-                        values = head.split(dsep)
-                        raw = b"".join(values)
+                        pieces = head.split(between)
+                        raw = b"".join(pieces)
                         plain = 10 not in raw and 13 not in raw
                         if plain:
-                            texts = [v.decode("utf-8", "replace") for v in values]
+                            values = [p.decode("utf-8", "replace") for p in pieces]
                     if plain:
-                        texts[0] = texts[0][6:]
-                        lid = self.last_event_id = self._id
-                        out: list[ServerSentEvent | Comment]
-                        if lid:
-                            out = list(map(ServerSentEvent, texts, repeat("message"), repeat(lid)))
+                        values[0] = values[0][6:]
+                        # "Set the last event ID string ... to the last event ID buffer."
+                        last_id = self.last_event_id = self._id
+                        out: list[Item]
+                        if last_id:
+                            out = list(map(ServerSentEvent, values, repeat("message"),
+                                           repeat(last_id)))
                         else:
-                            out = list(map(ServerSentEvent, texts))
-                        rest = data[j + skip :]
-                        if 10 in rest or 13 in rest:
+                            out = list(map(ServerSentEvent, values))
+                        data = data[end + eols :]
+                        if 10 in data or 13 in data:
+                            # Complete lines follow the last blank line.
                             self._tail = []
-                            self._room = self._max_line
-                            out += self._feed_lines(rest)
+                            self._tail_limit = self._max_line
+                            return out + self._line_by_line(data)
+                        if data:
+                            self._tail = [data]
+                            self._tail_limit = self._max_line - len(data) + 1
+                            if self._tail_limit < 1:
+                                self._check_tail()
                         else:
-                            self._tail = [rest] if rest else []
-                            self._room = self._max_line - len(rest)
-                            if self._room < 0:
-                                self._fail("a line is longer than max_line_bytes "
-                                           f"({self._max_line} bytes)")
+                            self._tail = []
+                            self._tail_limit = self._max_line
                         return out
-        return self._feed_lines(data)
+        return self._line_by_line(data)
 
     def _check_tail(self) -> None:
-        """The incomplete line passed the limit (or the decoder failed): raise, unless
-        what passed it is a leading BOM, which is not part of the line."""
-        if self._state is not DecoderState.OPEN:
-            raise ProtocolError("the SSE decoder already failed; create a new one")
-        if self._max_line - self._room - self._bom_credit() > self._max_line:
-            self._fail(f"a line is longer than max_line_bytes ({self._max_line} bytes)")
-
-    def _feed_lines(self, data: bytes) -> list[ServerSentEvent | Comment]:
+        """The incomplete line passed ``_tail_limit``: raise if the decoder failed, or if
+        the line is longer than ``max_line_bytes`` -- a leading BOM not counted."""
         if self._state is not DecoderState.OPEN:
             raise ProtocolError("the SSE decoder already failed; create a new one")
         tail = self._tail
+        credit = self._bom_credit()
+        size = sum(map(len, tail))
+        if size - credit > self._max_line:
+            self._fail(f"a line is longer than max_line_bytes ({self._max_line} bytes)")
+        # Only a whole BOM is sure to stay one: the start of one may be followed by a
+        # byte that makes it no BOM, and that byte must be looked at again.
+        self._tail_limit = self._max_line + (credit if credit == 3 else 0) - size + len(tail)
+
+    def _line_by_line(self, data: bytes) -> list[Item]:
+        """Interpret the lines that *data*, which holds a line ending, completes."""
+        if self._state is not DecoderState.OPEN:
+            raise ProtocolError("the SSE decoder already failed; create a new one")
+        tail = self._tail
+        out: list[Item] = []
         if self._skip_lf:
             self._skip_lf = False
             # "CRLF ... LF ... CR": a CR fed last and an LF fed first are one line ending.
@@ -327,34 +395,45 @@ class SSEDecoder:
                 data = data[1:]
                 if 10 not in data and 13 not in data:
                     return self.feed(data)
+        if data == b"\n" and not self._at_start:
+            # A lone LF, as in 1-byte feeding: it ends the incomplete line, which holds
+            # no line ending and was measured as it grew, so it needs no search and no
+            # check.
+            if tail:
+                line = b"".join(tail)
+                self._tail = []
+                self._tail_limit = self._max_line
+            else:
+                line = b""
+            self._interpret([line], out)
+            self._between_events = not self._data and not self._event
+            return out
         end = data.rfind(10)
         if 13 in data:
             cr = data.rfind(13)
             if cr > end:
                 end = cr
-        if tail and not self._at_start and self._room < len(data):
+        if tail and not self._at_start:
             # The incomplete line may end over the limit: say so before joining it (a
             # join would hold a second copy of up to max_line_bytes).
-            if _next_eol(data) > self._room:
+            room = self._tail_limit - len(tail)
+            if room < len(data) and _next_eol(data) > room:
                 self._fail(f"a line is longer than max_line_bytes ({self._max_line} bytes)")
-        if end + 1 == len(data):
-            rest = b""
-            if tail:
-                tail.append(data)
-                complete = b"".join(tail)
-            else:
-                complete = data
+        end += 1
+        if tail:
+            tail.append(data[:end])
+            complete = b"".join(tail)
         else:
-            rest = data[end + 1 :]
-            if tail:
-                tail.append(data[: end + 1])
-                complete = b"".join(tail)
-            else:
-                complete = data[: end + 1]
-        self._tail = [rest] if rest else []
-        self._room = self._max_line - len(rest)
-        if self._room < 0:
-            self._fail(f"a line is longer than max_line_bytes ({self._max_line} bytes)")
+            complete = data[:end] if end < len(data) else data
+        rest = data[end:]
+        if rest:
+            self._tail = [rest]
+            self._tail_limit = self._max_line - len(rest) + 1
+            if len(rest) > self._max_line:
+                self._fail(f"a line is longer than max_line_bytes ({self._max_line} bytes)")
+        else:
+            self._tail = []
+            self._tail_limit = self._max_line
         # Only a CR that is the last byte fed so far may pair with a later LF.
         self._skip_lf = not rest and complete[-1] == 13
         if self._at_start:
@@ -365,17 +444,15 @@ class SSEDecoder:
                 complete = complete[3:]
         if len(complete) > self._max_line and _longest_line(complete) > self._max_line:
             self._fail(f"a line is longer than max_line_bytes ({self._max_line} bytes)")
-        try:
-            out = self._lines(complete)
-        except ProtocolError:
-            self._fast = False
-            self._state = DecoderState.ERROR
-            self._room = _FAILED
-            raise
-        self._fast = not self._data and not self._event and not self._skip_lf
+        if 13 in complete:
+            complete = complete.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        lines = complete.split(b"\n")
+        lines.pop()  # b"" after the final line ending
+        self._interpret(lines, out)
+        self._between_events = not self._data and not self._event and not self._skip_lf
         return out
 
-    def events(self, chunks: Iterable[bytes]) -> Iterator[ServerSentEvent | Comment]:
+    def events(self, chunks: Iterable[bytes]) -> Iterator[Item]:
         """Parse a whole stream given as an iterable of chunks, then :meth:`end` it.
 
         The same as calling :meth:`feed` with each chunk and :meth:`end` after the last,
@@ -387,60 +464,81 @@ class SSEDecoder:
         ``max_line_bytes``, so memory stays bounded and an over-long line raises as
         early as it would with ``feed``).
 
+        When *chunks* raises (a connection lost mid-stream), the stream ends there as
+        :meth:`end` would end it -- pending data discarded, :attr:`unterminated_line`
+        set, ``last_event_id`` and ``retry`` kept -- and the exception propagates, so a
+        reconnection may reuse the decoder. Closing the generator early (``break``)
+        ends nothing: the decoder stays as the last ``feed`` left it.
+
         Raises:
             ProtocolError: as :meth:`feed` and :meth:`end`.
             TypeError: a chunk is not bytes-like.
+            Exception: whatever *chunks* raises.
         """
         feed = self.feed
         pending: list[bytes] = []
         room = 0
-        for data in chunks:
-            if type(data) is bytes and 10 not in data and 13 not in data:
-                if not pending:
-                    room = self._room  # negative once the decoder has failed
-                pending.append(data)
-                room -= len(data)
-                if room >= 0:
-                    continue
-                # Over the limit: feed() raises, or (a leading BOM) lets it pass.
-                data = b"".join(pending)
-                pending.clear()
-            elif pending:
-                pending.append(data)
-                data = b"".join(pending)
-                pending.clear()
-            yield from feed(data)
-        if pending:
-            feed(b"".join(pending))
+        try:
+            for data in chunks:
+                if type(data) is bytes and 10 not in data and 13 not in data:
+                    if not pending:
+                        # The bytes the line may still take; negative once failed.
+                        room = self._tail_limit - len(self._tail)
+                    pending.append(data)
+                    room -= len(data)
+                    if room >= 0:
+                        continue
+                    # Over the limit: feed() raises, or (a leading BOM) lets it pass.
+                    data = b"".join(pending)
+                    pending.clear()
+                elif pending:
+                    pending.append(data)
+                    data = b"".join(pending)
+                    pending.clear()
+                yield from feed(data)
+            if pending:
+                feed(b"".join(pending))
+        except GeneratorExit:
+            raise
+        except BaseException:
+            # The stream ends here, as end() would end it; a reconnection that reuses
+            # the decoder must not see a piece of this stream's last line.
+            if self._state is DecoderState.OPEN:
+                self._tail += pending  # within the limit, or feed() had them
+                self._end_stream()
+            raise
         yield from self.end()
 
-    def end(self) -> list[ServerSentEvent | Comment]:
+    def end(self) -> list[Item]:
         """Signal the end of the stream.
 
         "Once the end of the file is reached, any pending data must be discarded": an
-        incomplete line and an undispatched event are dropped. The one exception is a
-        final *comment* line without its line ending, returned as a :class:`Comment`
-        (comments dispatch nothing and change no state, so returning it bends no rule,
-        and a server that omits the last newline of its cost trailer loses nothing).
+        incomplete line and an undispatched event are dropped, so ``end`` returns no
+        item (it returns a list so that ``out += decoder.end()`` reads like ``feed``).
+        The incomplete line, a comment included, is left in :attr:`unterminated_line`
+        for a caller that wants it (AllToken's cost trailer may lack its final newline).
 
         The decoder is then ready for a new stream; ``last_event_id`` and ``retry``
         persist, as they do across a reconnection.
+
+        Returns:
+            An empty list.
 
         Raises:
             ProtocolError: the decoder failed earlier.
         """
         if self._state is not DecoderState.OPEN:
             raise ProtocolError("the SSE decoder already failed; create a new one")
-        out: list[ServerSentEvent | Comment] = []
+        self._end_stream()
+        return []
+
+    def _end_stream(self) -> None:
+        """Discard what is pending, keeping the last line that had no line ending."""
         line = b"".join(self._tail)
-        if line:
-            if self._at_start and line[:3] == _BOM:
-                line = line[3:]
-            if line[:1] == b":":
-                text = line[1:].decode("utf-8", "replace")
-                out.append(Comment(text[1:] if text[:1] == " " else text))
+        if self._at_start and line[:3] == _BOM:
+            line = line[3:]
+        self.unterminated_line = line.decode("utf-8", "replace")
         self._reset_stream()
-        return out
 
     def _bom_credit(self) -> int:
         """Bytes of a leading BOM (or of its start) in the first, incomplete line: they
@@ -451,101 +549,41 @@ class SSEDecoder:
         return len(head) if _BOM.startswith(head) else 0
 
     def _fail(self, message: str) -> NoReturn:
-        self._fast = False
+        """Move to ``ERROR`` (the one place that does) and raise."""
         self._state = DecoderState.ERROR
-        self._room = _FAILED
+        self._tail = []  # what was held is of no use any more
+        self._tail_limit = -1
+        self._data = []
         raise ProtocolError(message)
 
-    def _lines(self, data: Union[bytes, bytearray]) -> list[ServerSentEvent | Comment]:
-        """Interpret *data*: complete lines, the last one ending in a line ending."""
-        out: list[ServerSentEvent | Comment] = []
-        if 13 in data:
-            # CRLF (or CR) line endings. The fast path below reads CRLF as it is; only what
-            # it does not cover is normalised.
-            eol, sep, dsep = b"\r\n", b"\r\n\r\n", b"\r\n\r\ndata: "
-        else:
-            eol, sep, dsep = b"\n", b"\n\n", b"\n\ndata: "
-        p = 0
-        if self._data or self._event:
-            # An event begun in an earlier feed continues up to the first blank line. Any
-            # LF ends a line, so cutting right after a separator's LF cuts between lines.
-            if data[: len(eol)] == eol:
-                self._dispatch(out)
-                p = len(eol)
-            else:
-                i = data.find(sep)
-                if i < 0:
-                    self._slow(data, out)
-                    return out
-                p = i + len(sep)
-                self._slow(data[:p], out)
-        j = data.rfind(sep, p)
-        if j >= p + 6 and data[p : p + 6] == b"data: ":
-            # Fast path for the common shape: data[p:j + len(sep)] is a run of blocks of
-            # exactly one "data: " line and a blank line each. Splitting the *bytes* on
-            # the separator plus "data: " yields the values; the run has that shape
-            # exactly when no value holds a CR or LF (a join and two memchr cost a fifth
-            # of one count). Values are decoded one by one: decoding the run at once would
-            # widen all of it to 4 bytes a character for one emoji (benchmarks/). For such
-            # a block the spec's steps reduce to: data buffer = value + LF; dispatch
-            # strips the LF; the type is "message" (the previous dispatch reset the type
-            # buffer); the id is the id buffer.
-            values = data[p + 6 : j].split(dsep)
-            joined = b"".join(values)
-            if 10 not in joined and 13 not in joined:
-                try:
-                    texts = [v.decode() for v in values]
-                except UnicodeDecodeError:
-                    texts = [v.decode("utf-8", "replace") for v in values]
-                lid = self._id
-                if lid:
-                    out += map(ServerSentEvent, texts, repeat("message"), repeat(lid))
-                else:
-                    out += map(ServerSentEvent, texts)
-                self.last_event_id = lid
-                p = j + len(sep)
-        if p < len(data):
-            self._slow(data[p:] if p else data, out)
-        return out
-
-    def _slow(self, raw: Union[bytes, bytearray], out: list[ServerSentEvent | Comment]) -> None:
-        """Interpret *raw* (complete lines) block by block, and line by line where needed."""
-        text = raw.decode("utf-8", "replace")
-        if "\r" in text:
-            text = text.replace("\r\n", "\n").replace("\r", "\n")
-        blocks = text.split("\n\n")
-        # Every block but the last is some lines followed by a blank line; the last is
-        # the remaining complete lines (empty, or ending in "\n").
-        rest = blocks.pop()
-        for b in blocks:
-            if b[:6] == "data: " and "\n" not in b and not self._data and not self._event:
-                out.append(ServerSentEvent(b[6:], "message", self._id))
-                self.last_event_id = self._id
-            else:
-                self._run(b.split("\n"), out)
-                self._dispatch(out)
-        if rest:
-            lines = rest.split("\n")
-            lines.pop()  # "" after the final "\n"
-            self._run(lines, out)
-
-    def _run(self, lines: list[str], out: list[ServerSentEvent | Comment]) -> None:
-        """Interpret *lines*; ``data: `` lines, the bulk of a large event, inline."""
-        data = self._data  # _dispatch clears it in place, so this reference stays valid
+    def _interpret(self, lines: list[bytes], out: list[Item]) -> None:
+        """Interpret *lines* (without their line endings) one by one, appending what
+        they complete to *out*. Each is decoded on its own: decoding many lines at once
+        would widen all of them to 4 bytes a character for one emoji, and cutting the
+        text into lines and values would copy it twice more. (A line ending never falls
+        inside a UTF-8 sequence, so the result is the same.) ``data:`` lines, the bulk
+        of a large event, are read inline."""
+        data = self._data
         for line in lines:
-            if line[:6] == "data: ":
-                n = self._data_len + len(line) - 5
+            if line[:6] == b"data: ":
+                # "Append the field value to the data buffer, then append a single
+                # U+000A LINE FEED (LF) character to the data buffer."
+                value = line[6:].decode("utf-8", "replace")
+                n = self._data_len + len(value) + 1
                 if n > self._max_event:
                     self._fail(
                         f"an event's data is longer than max_event_bytes ({self._max_event})")
                 self._data_len = n
-                data.append(line[6:])
+                data.append(value)
                 if len(data) > (n >> 6) + _MAX_DATA_PIECES:
                     _compact(data)
+            elif line:
+                self._field(line.decode("utf-8", "replace"), out)
             else:
-                self._line(line, out)
+                # "If the line is empty (a blank line): Dispatch the event."
+                self._dispatch(out)
 
-    def _dispatch(self, out: list[ServerSentEvent | Comment]) -> None:
+    def _dispatch(self, out: list[Item]) -> None:
         # "Set the last event ID string of the event source to the value of the last
         # event ID buffer."
         self.last_event_id = self._id
@@ -561,12 +599,10 @@ class SSEDecoder:
         # "Set the data buffer and the event type buffer to the empty string."
         self._event = ""
 
-    def _line(self, line: str, out: list[ServerSentEvent | Comment]) -> None:
-        # "If the line is empty (a blank line): Dispatch the event."
-        if not line:
-            self._dispatch(out)
-            return
+    def _field(self, line: str, out: list[Item]) -> None:
+        """Interpret a line that is neither blank nor a ``data: `` line."""
         # "If the line starts with a U+003A COLON character (:): Ignore the line."
+        # Returned as a Comment instead, for keep-alives and the cost trailer.
         if line[0] == ":":
             text = line[1:]
             out.append(Comment(text[1:] if text[:1] == " " else text))
@@ -607,7 +643,7 @@ class SSEDecoder:
 
 
 def encode(
-    item: ServerSentEvent | Comment, *, retry: Optional[int] = None, eol: str = "\n"
+    item: Item, *, retry: Optional[int] = None, eol: str = "\n"
 ) -> bytes:
     """Encode one event or comment as event-stream bytes (UTF-8).
 

@@ -30,6 +30,7 @@ __all__ = [
     "COST_LINE",
     "LARGE_SIZES",
     "Corpus",
+    "chat_corpus",
     "chat_events",
     "chat_stream",
     "chunked",
@@ -197,6 +198,12 @@ def _chat_corpus(name: str, eol: bytes, n: int) -> Corpus:
     return Corpus(name, chat_stream(n, eol), eol + eol, tuple(truth))
 
 
+def chat_corpus(eol: bytes = b"\n", n: int = 3000) -> Corpus:
+    """:func:`chat_stream` with its truth, named "chat LF", "chat CRLF" or "chat CR"."""
+    name = {b"\n": "chat LF", b"\r\n": "chat CRLF", b"\r": "chat CR"}[eol]
+    return _chat_corpus(name, eol, n)
+
+
 def large_corpus(sizes: tuple[int, ...] = LARGE_SIZES) -> Corpus:
     """:func:`large_events` with its truth."""
     truth = [("result", _large_event(s, 1024, 3 + i, i)[1], f"big-{i}")
@@ -214,5 +221,4 @@ def one_line_corpus(size: int) -> Corpus:
 
 def corpora(n: int = 3000) -> list[Corpus]:
     """The three throughput corpora: chat LF, chat CRLF, large events."""
-    return [_chat_corpus("chat LF", b"\n", n), _chat_corpus("chat CRLF", b"\r\n", n),
-            large_corpus()]
+    return [chat_corpus(b"\n", n), chat_corpus(b"\r\n", n), large_corpus()]

@@ -10,6 +10,12 @@ Every ``run`` builds a fresh parser.
 - ``alltoken events()``: the same decoder through ``SSEDecoder.events(chunks)``, which
   takes the chunks as an iterable (as the peers' generators do) and so costs no method
   call for a chunk that only extends the incomplete line.
+- ``contract floor``: :func:`contract_floor`, written here: the least a decoder that
+  honours alltoken's contract must do for these corpora -- join the chunks, find the
+  event separators, decode, and build one :class:`~alltoken.sse.ServerSentEvent` per
+  event -- and nothing else: no line handling beyond what the corpus holds, no limits,
+  no state across chunks, no checks. Not a parser (it knows the corpora's shapes); the
+  speed an incremental decoder that must build the same objects can approach.
 - ``plain loop``: :func:`parse_plain`, written here: a tidy, naive parser with a bytes
   buffer, ``split(b"\\n")``, and per-line decoding and field handling.
 - the limit row, :func:`limit_row` (not an adapter: it does not parse SSE, so it is not
@@ -59,6 +65,7 @@ __all__ = [
     "VENV",
     "Adapter",
     "adapters",
+    "contract_floor",
     "in_venv",
     "limit_row",
     "parse_plain",
@@ -152,6 +159,34 @@ def parse_plain(chunks: list[bytes]) -> list[Event]:
 
 def _identity(result: list[Any]) -> list[Event]:
     return result
+
+
+# -- the contract floor -------------------------------------------------------------------
+
+
+def contract_floor(chunks: list[bytes]) -> list[ServerSentEvent]:
+    """The least a decoder bound by the contract must do for the corpora of ``corpus.py``.
+
+    Join, split on the blank lines, decode, one ``ServerSentEvent`` per event. A chat
+    stream's events are single ``data:`` lines; a large event is an ``event:`` line, an
+    ``id:`` line and ``data:`` lines. What follows the last blank line (the cost comment)
+    is no event.
+    """
+    raw = b"".join(chunks)
+    eol = b"\r\n" if 13 in raw else b"\n"
+    blocks = raw.split(eol + eol)
+    del blocks[-1]
+    if blocks[0][:6] == b"data: ":
+        return [ServerSentEvent(b[6:].decode("utf-8", "replace")) for b in blocks]
+    out = []
+    for block in blocks:
+        event, id_line, *lines = block.split(eol)
+        # Line by line: decoding the event at once would widen all of it to 4 bytes a
+        # character for one emoji (slower by half, measured).
+        out.append(ServerSentEvent(
+            "\n".join([line[6:].decode("utf-8", "replace") for line in lines]),
+            event[7:].decode("utf-8", "replace"), id_line[4:].decode("utf-8", "replace")))
+    return out
 
 
 # -- the limit row ------------------------------------------------------------------------
@@ -257,6 +292,7 @@ def adapters(peers: bool = True) -> tuple[list[Adapter], dict[str, str]]:
     """The adapters importable here, and why each missing peer is missing."""
     found = [Adapter("alltoken", _run_alltoken, _norm_alltoken),
              Adapter("alltoken events()", _run_alltoken_events, _norm_alltoken),
+             Adapter("contract floor", contract_floor, _norm_alltoken),
              Adapter("plain loop", parse_plain, _identity)]
     missing: dict[str, str] = {}
     if peers:

@@ -1,9 +1,11 @@
 """Invariant: decoding a stream in one feed or in any split gives the same events,
-last_event_id and retry (or the same ProtocolError), and nothing but ProtocolError escapes.
+last_event_id, retry and unterminated_line (or the same ProtocolError), and nothing but
+ProtocolError escapes.
 
 Also checked on every input: decoding byte by byte agrees too (for streams up to 64
-bytes); items are well-typed; a stream that ends with a line ending leaves nothing for
-``end()`` and any other stream at most one ``Comment``; a failed decoder stays failed.
+bytes), and so does ``SSEDecoder.events`` over the same pieces; items are well-typed;
+``end()`` returns nothing (the spec discards the final unterminated line) and leaves that
+line's text in ``unterminated_line``; a failed decoder stays failed.
 
 An input is the stream followed by control bytes, which atheris' FuzzedDataProvider reads
 from the end: the line limit (small ones, so the limit paths are fuzzed, or the default),
@@ -37,7 +39,8 @@ else:  # pragma: no cover
 LINE_LIMITS: list[Optional[int]] = [None, 1, 2, 3, 4, 5, 8, 16, 64]
 BYTEWISE_UP_TO = 64
 
-Outcome = Union[tuple[list[Any], str, Optional[int]], str]
+Outcome = Union[tuple[list[Any], str, Optional[int], str], str]
+BOM = b"\xef\xbb\xbf"
 
 
 def plan(data: bytes) -> tuple[bytes, dict[str, int], list[bytes]]:
@@ -77,17 +80,29 @@ def decode(stream: bytes, pieces: list[bytes], limits: dict[str, int]) -> Outcom
                 continue
             raise AssertionError("a failed decoder accepted more input") from None
         return "ProtocolError"
-    if stream[-1:] in (b"\n", b"\r") and left:
-        raise AssertionError(f"end() returned {left!r} after a final line ending")
-    if len(left) > 1 or (left and not isinstance(left[0], Comment)):
+    if left:
         raise AssertionError(f"end() returned {left!r}")
-    for item in out + left:
+    raw = stream[len(BOM) :] if stream.startswith(BOM) else stream
+    last = raw[max(raw.rfind(b"\n"), raw.rfind(b"\r")) + 1 :].decode("utf-8", "replace")
+    if decoder.unterminated_line != last:
+        raise AssertionError(f"unterminated_line {decoder.unterminated_line!r}, want {last!r}")
+    for item in out:
         fields = (item.text,) if isinstance(item, Comment) else (
             item.data, item.event, item.id)
         if not isinstance(item, (Comment, ServerSentEvent)) or not all(
                 type(f) is str for f in fields):
             raise AssertionError(f"ill-typed item {item!r}")
-    return out + left, decoder.last_event_id, decoder.retry
+    return out, decoder.last_event_id, decoder.retry, decoder.unterminated_line
+
+
+def decode_events(pieces: list[bytes], limits: dict[str, int]) -> Outcome:
+    """The same through ``SSEDecoder.events``."""
+    decoder = SSEDecoder(**limits)
+    try:
+        out = list(decoder.events(pieces))
+    except ProtocolError:
+        return "ProtocolError"
+    return out, decoder.last_event_id, decoder.retry, decoder.unterminated_line
 
 
 def test_one_input(data: bytes) -> None:
@@ -98,6 +113,11 @@ def test_one_input(data: bytes) -> None:
         raise AssertionError(
             f"the split changed the result\nlimits={limits}\npieces={pieces!r}\n"
             f"whole: {whole!r}\nsplit: {split!r}")
+    through_events = decode_events(pieces, limits)
+    if through_events != whole:
+        raise AssertionError(
+            f"events() changed the result\nlimits={limits}\npieces={pieces!r}\n"
+            f"whole: {whole!r}\nevents(): {through_events!r}")
     if len(stream) <= BYTEWISE_UP_TO:
         bytewise = decode(stream, [stream[i : i + 1] for i in range(len(stream))], limits)
         if bytewise != whole:

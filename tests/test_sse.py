@@ -76,11 +76,13 @@ def tr(stream: bytes, expected: list[Item]) -> SSEDecoder:
     assert one_by_one == expected
     assert (other.last_event_id, other.retry) == (decoder.last_event_id, decoder.retry)
     assert reference(stream) == (expected, decoder.last_event_id, decoder.retry)
+    assert decoder.unterminated_line == other.unterminated_line == unterminated(stream)
     if stream.endswith((b"\n", b"\r")):
         # Prompt: every item of a stream that ends with a line ending comes from feed().
         trailing = SSEDecoder()
         assert trailing.feed(stream + PARTIAL) == expected
         assert trailing.end() == []
+        assert trailing.unterminated_line == PARTIAL.decode()
         assert (trailing.last_event_id, trailing.retry) == (decoder.last_event_id, decoder.retry)
     return decoder
 
@@ -98,10 +100,11 @@ def reference(
     """The spec's algorithm, literally, on a whole stream.
 
     Decode with replacement, drop one leading BOM, walk the characters collecting lines
-    (CRLF, LF or CR ends one), then apply the spec's steps to each line. With *end*, the
-    stream is over: the incomplete last line is discarded unless it is a comment (the
-    decoder's one documented extension). Without it, the result is what a decoder must
-    have returned once it has been fed *stream*.
+    (CRLF, LF or CR ends one), then apply the spec's steps to each line. The incomplete
+    last line is never interpreted, a comment included ("any pending data must be
+    discarded"): the result is what a decoder must have returned once it has been fed
+    *stream*, and also once it has been ended. (*end* is kept for the callers that say
+    which they mean.)
 
     The limits, when given, are the decoder's: a line (without its ending, and without
     a leading BOM) longer than *max_line_bytes* bytes, or an event whose data buffer
@@ -183,10 +186,15 @@ def reference(
             elif name == "retry":
                 if value != "" and all(ch in "0123456789" for ch in value):
                     retry = int(value)
-    if end and current.startswith(":"):
-        comment = current[1:]
-        out.append(Comment(comment[1:] if comment.startswith(" ") else comment))
     return out, last_event_id, retry
+
+
+def unterminated(stream: bytes) -> str:
+    """What ``SSEDecoder.unterminated_line`` must hold once *stream* has been ended: the
+    decoded text after the last line ending, without a leading BOM."""
+    raw = stream[len(BOM) :] if stream.startswith(BOM) else stream
+    last = max(raw.rfind(b"\n"), raw.rfind(b"\r"))
+    return raw[last + 1 :].decode("utf-8", "replace")
 
 
 # -- strategies -----------------------------------------------------------------------
@@ -348,8 +356,8 @@ class TestByteOrderMark:
         tr(b": x\n" + BOM + b"data: a\n\ndata: b\n\n", [Comment("x"), ev("b")])
         tr(b"\n" + BOM + b"data: a\n\n", [])
 
-    def test_bom_later_in_the_stream_makes_a_final_unterminated_line_no_comment(self) -> None:
-        tr(b"data: a\n\n" + BOM + b": x", [ev("a")])
+    def test_bom_later_in_the_stream_stays_in_the_unterminated_line(self) -> None:
+        assert tr(b"data: a\n\n" + BOM + b": x", [ev("a")]).unterminated_line == "\ufeff: x"
 
     def test_a_partial_bom_is_not_a_bom(self) -> None:
         tr(b"\xef\xbbdata: a\n\n", [])
@@ -673,18 +681,40 @@ class TestEnd:
         assert (decoder.last_event_id, decoder.retry) == ("1", None)
 
     @pytest.mark.parametrize(("tail", "text"), [
-        (b': {"cost":"1"}', '{"cost":"1"}'), (b":x", "x"), (b":", ""), (b":  x", " x"),
-        (b": a\xe2\x82", "a\ufffd"),
+        (b': {"cost":"1"}', ': {"cost":"1"}'), (b":x", ":x"), (b":", ":"),
+        (b": a\xe2\x82", ": a\ufffd"), (b"data: x", "data: x"), (b"", ""),
     ])
-    def test_final_unterminated_comment_is_returned_by_end(self, tail: bytes,
-                                                           text: str) -> None:
+    def test_final_unterminated_line_is_discarded_but_kept_for_the_caller(
+        self, tail: bytes, text: str,
+    ) -> None:
+        # A comment too: the spec discards any pending data at the end of the stream.
         decoder = SSEDecoder()
         assert decoder.feed(b"data: [DONE]\n\n" + tail) == [ev("[DONE]")]
-        assert decoder.end() == [Comment(text)]
-        tr(b"data: [DONE]\n\n" + tail, [ev("[DONE]"), Comment(text)])
+        assert decoder.unterminated_line == ""  # set by end(), not by feed()
+        assert decoder.end() == []
+        assert decoder.unterminated_line == text
+        assert tr(b"data: [DONE]\n\n" + tail, [ev("[DONE]")]).unterminated_line == text
 
     def test_final_unterminated_comment_after_a_leading_bom(self) -> None:
-        tr(BOM + b": only", [Comment("only")])
+        assert tr(BOM + b": only", []).unterminated_line == ": only"
+
+    @pytest.mark.parametrize("eol", [b"\n", b"\r\n", b"\r"])
+    def test_a_final_line_with_its_line_ending_leaves_no_unterminated_line(
+        self, eol: bytes,
+    ) -> None:
+        decoder = SSEDecoder()
+        assert decoder.feed(b": cost" + eol) == [Comment("cost")]
+        assert decoder.end() == []
+        assert decoder.unterminated_line == ""
+
+    def test_each_end_sets_the_unterminated_line_afresh(self) -> None:
+        decoder = SSEDecoder()
+        decoder.feed(b": one")
+        decoder.end()
+        assert decoder.unterminated_line == ": one"
+        decoder.feed(b"data: a\n\n")
+        decoder.end()
+        assert decoder.unterminated_line == ""
 
     def test_end_of_a_fresh_decoder_returns_nothing(self) -> None:
         decoder = SSEDecoder()
@@ -694,8 +724,10 @@ class TestEnd:
     def test_end_resets_for_a_new_stream_but_keeps_last_event_id_and_retry(self) -> None:
         decoder = SSEDecoder()
         decoder.feed(b"id: 9\nretry: 5\n\nid: 10\nevent: x\ndata: lost\n: cut")
-        assert decoder.end() == [Comment("cut")]
-        assert decoder.end() == []  # the comment is not returned twice
+        assert decoder.end() == []
+        assert decoder.unterminated_line == ": cut"
+        assert decoder.end() == []
+        assert decoder.unterminated_line == ""  # the line is not kept twice
         assert (decoder.last_event_id, decoder.retry) == ("9", 5)
         # A new stream: it may start with a BOM again, and the id buffer starts from
         # the last event ID.
@@ -739,7 +771,8 @@ class TestLineLimit:
 
     def test_incomplete_line_at_the_limit_is_accepted(self) -> None:
         for chunks in ([b"data: a\n\n: 12345"], bytewise(b"data: a\n\n: 12345")):
-            assert decode(chunks, max_line_bytes=7)[0] == [ev("a"), Comment("12345")]
+            out, decoder = decode(chunks, max_line_bytes=7)
+            assert (out, decoder.unterminated_line) == ([ev("a")], ": 12345")
 
     def test_bytes_are_counted_not_characters(self) -> None:
         with pytest.raises(ProtocolError):
@@ -927,7 +960,7 @@ class TestLinearTime:
         assert profiles[100] == profiles[199_999]
         scans = {"join", "find", "rfind", "count", "split", "decode", "replace"}
         assert not scans & set(profiles[100]), profiles[100]
-        assert self.calls(decoder.feed, b"\n").count("join") == 1
+        assert self.calls(decoder.feed, b"\n").count("join") <= 1  # the line, copied once
         assert decoder.feed(b"\n") == [ev("x" * 200_000)]
 
     def test_one_more_line_of_a_long_event_costs_the_same_whatever_came_before(self) -> None:
@@ -1050,6 +1083,70 @@ class TestFastPathShape:
             first + stream + b"y", max_line_bytes=line)
 
 
+#: Streams shaped like benchmarks/corpus.py's large events: ``event:`` and ``id:`` lines,
+#: then many ``data:`` lines of text (some non-ASCII, some long), then a blank line; LF or
+#: CRLF; now and then a comment or an odd line inside an event, an unterminated end.
+large_values = st.one_of(
+    st.sampled_from([b"", b"x", "caf\u00e9 \u4e2d\u6587 \U0001f642".encode(), b"[DONE]",
+                     b"a:b", b"\xff", b"x" * 200]),
+    line_text.map(str.encode),
+)
+
+
+@st.composite
+def large_streams(draw: st.DrawFn) -> bytes:
+    eol = draw(st.sampled_from([b"\n", b"\r\n"]))
+    parts = []
+    for number in range(draw(st.integers(1, 3))):
+        if draw(st.booleans()):
+            parts.append(b"event: result" + eol)
+        if draw(st.booleans()):
+            parts.append(b"id: big-%d" % number + eol)
+        for _ in range(draw(st.integers(1, 40))):
+            if draw(st.integers(0, 19)) == 0:
+                parts.append(draw(st.sampled_from([b": ping", b"retry: 7", b"data", b"id: x",
+                                                   b"data:no-space"])) + eol)
+            parts.append(b"data: " + draw(large_values) + eol)
+        parts.append(eol)
+    if draw(st.booleans()):
+        parts.append(draw(st.sampled_from([b": {\"cost\":\"1\"}", b"data: cut", b""])))
+    return b"".join(parts)
+
+
+class TestLargeEventShape:
+    """Multi-line events, the shape of the large-events benchmark corpus, against the
+    reference: whole, split anywhere, in fixed-size chunks and byte by byte."""
+
+    @settings(max_examples=300)
+    @given(st.data(), large_streams(), st.sampled_from([3, 7, 64, 1460]))
+    def test_agrees_with_the_reference_on_large_events(
+        self, data: st.DataObject, stream: bytes, size: int,
+    ) -> None:
+        expected = reference(stream)
+        fixed = [stream[i : i + size] for i in range(0, len(stream), size)]
+        assert outcome([stream]) == expected
+        assert outcome(fixed) == expected
+        assert outcome(data.draw(splits(stream))) == expected
+        assert events_outcome(fixed) == expected
+
+    @settings(max_examples=200)
+    @given(st.data(), large_streams())
+    def test_agrees_with_the_reference_on_large_events_with_limits(
+        self, data: st.DataObject, stream: bytes,
+    ) -> None:
+        line = data.draw(st.one_of(line_limit_near_a_line(stream), st.integers(7, 300)))
+        extra = data.draw(st.integers(0, 400))
+        kw = limits(line, line + extra)
+        expected = reference(stream, max_line_bytes=line, max_event_bytes=line + extra)
+        assert outcome([stream], **kw) == expected
+        assert outcome(data.draw(splits(stream)), **kw) == expected
+
+    def test_a_byte_at_a_time(self) -> None:
+        stream = (b"event: result\nid: big-0\n"
+                  + b"".join(b"data: line %d \xc3\xa9\n" % i for i in range(50)) + b"\n")
+        assert outcome(bytewise(stream)) == reference(stream)
+
+
 class TestArbitraryBytes:
     @given(st.data(), st.binary(max_size=300), line_limits)
     def test_arbitrary_bytes_raise_nothing_but_protocol_error(
@@ -1143,6 +1240,194 @@ class TestEncode:
         assert (decoder.last_event_id, decoder.retry) == (last_id, last_retry)
 
 
+class TestTypeHints:
+    def test_type_hints_of_every_public_callable_resolve_on_this_python(self) -> None:
+        # from __future__ import annotations keeps annotations as strings; get_type_hints
+        # evaluates them, which fails on Python 3.9 for "X | Y" between classes.
+        import typing
+
+        import alltoken.sse as sse
+
+        checked = []
+        for name in sse.__all__:
+            obj = getattr(sse, name)
+            if isinstance(obj, type):
+                members = [obj.__init__, *(v for k, v in vars(obj).items()
+                                           if callable(v) and not k.startswith("_"))]
+            elif callable(obj):
+                members = [obj]
+            else:
+                continue
+            for member in members:
+                hints = typing.get_type_hints(member)
+                assert "return" in hints, member
+                checked.append(member.__qualname__)
+        assert {"SSEDecoder.feed", "SSEDecoder.events", "SSEDecoder.end", "encode",
+                "ServerSentEvent.__init__", "Comment.__init__"} <= set(checked), checked
+
+
+class TestRegressions:
+    """Bugs found by differential testing against the reference, by the fuzzer and by
+    tests/test_faults.py, each kept as the example that found it."""
+
+    def test_cr_followed_by_a_non_lf_byte_in_the_same_feed_does_not_eat_the_next_lf(self) -> None:
+        # b"\r" then b"\x80:" in one feed: the CR is not the last byte fed, so an LF at the
+        # start of the next feed is a line ending of its own, not the second half of CRLF.
+        stream = b"\r\x80:\n:  : \n"
+        whole = SSEDecoder().feed(stream)
+        d = SSEDecoder()
+        split = d.feed(stream[:3]) + d.feed(stream[3:6]) + d.feed(stream[6:])
+        assert whole == split == [Comment(" : ")]
+
+
+    def test_leading_bom_does_not_count_toward_the_line_limit_however_it_is_split(self) -> None:
+        # Found by fuzz/fuzz_sse.py: the BOM was counted while the first line was incomplete.
+        stream = b"\xef\xbb\xbf: nt\ndata: x\n\n"
+        expected = [Comment("nt"), ServerSentEvent("x")]
+        assert SSEDecoder(max_line_bytes=8).feed(stream) == expected
+        d = SSEDecoder(max_line_bytes=8)
+        out = []
+        for i in range(len(stream)):
+            out += d.feed(stream[i : i + 1])
+        assert out == expected
+
+
+    def test_an_empty_feed_between_cr_and_lf_keeps_them_one_line_ending(self) -> None:
+        # Found by the round-trip property: b"" between b"\r" and b"\n" used to count as
+        # pending line content, so the LF became a second (blank) line.
+        d = SSEDecoder()
+        out = d.feed(b"data: a\r") + d.feed(b"") + d.feed(b"\ndata: b\r\n\r\n")
+        assert out == [ServerSentEvent("a\nb")]
+        d.feed(b"")
+        assert not d._tail  # nor do empty feeds accumulate
+
+
+    def test_the_start_of_a_bom_then_another_byte_counts_in_full_however_it_is_split(
+        self,
+    ) -> None:
+        # Found by fuzz/fuzz_sse.py: after b"\xef\xbb" (perhaps a BOM, not counted) a
+        # byte that makes it no BOM was let through when fed on its own.
+        import pytest
+
+        from alltoken import ProtocolError
+
+        stream = b"\xef\xbb\x00"
+        for chunks in ([stream], bytewise(stream), [stream[:2], stream[2:]]):
+            decoder = SSEDecoder(max_line_bytes=1)
+            with pytest.raises(ProtocolError, match="max_line_bytes"):
+                for chunk in chunks:
+                    decoder.feed(chunk)
+        decoder = SSEDecoder(max_line_bytes=1)  # a whole BOM is not counted
+        for chunk in bytewise(BOM + b":\n"):
+            decoder.feed(chunk)
+
+    def test_after_a_failure_even_an_empty_feed_raises(self) -> None:
+        import pytest
+
+        from alltoken import ProtocolError
+
+        d = SSEDecoder(max_line_bytes=4)
+        with pytest.raises(ProtocolError):
+            d.feed(b"toolong")
+        with pytest.raises(ProtocolError):
+            d.feed(b"")
+
+
+    def test_feed_refuses_what_is_not_bytes_like(self) -> None:
+        import pytest
+
+        d = SSEDecoder()
+        for bad in (5, "data: x\n", None, [10]):
+            with pytest.raises(TypeError):
+                d.feed(bad)  # type: ignore[arg-type]
+
+
+    def test_an_over_long_incomplete_line_after_fast_path_events_raises(self) -> None:
+        # The fast path for "data: value" blocks must still bound the incomplete line that
+        # follows the last blank line of a feed.
+        import pytest
+
+        from alltoken import ProtocolError
+
+        d = SSEDecoder(max_line_bytes=8)
+        assert d.feed(b"data: a\n\n") == [ServerSentEvent("a")]
+        with pytest.raises(ProtocolError):
+            d.feed(b"data: b\n\n" + b"x" * 10)
+        with pytest.raises(ProtocolError):
+            d.feed(b"")
+
+
+    def test_fast_path_hands_complete_lines_after_the_last_blank_line_to_the_general_path(
+        self,
+    ) -> None:
+        d = SSEDecoder()
+        assert d.feed(b"data: a\n\n") == [ServerSentEvent("a")]
+        out = d.feed(b"data: b\n\n: cost\nevent: x\ndata: c\n")
+        assert out == [ServerSentEvent("b"), Comment("cost")]
+        assert d.feed(b"\n") == [ServerSentEvent("c", "x")]
+        assert d.feed(b"id: 7\r\n\r\ndata: d\r\n\r\ndata: e\r\n\r\n") == [
+            ServerSentEvent("d", id="7"), ServerSentEvent("e", id="7")]
+
+
+    def test_an_endless_event_of_short_data_lines_stays_within_a_few_times_its_limit(self) -> None:
+        # Found by tests/test_faults.py: each data line kept as its own str cost ~50 bytes
+        # besides its characters, so "data: xy" lines took ~20x max_event_bytes of memory.
+        import tracemalloc
+
+        import pytest
+
+        from alltoken import ProtocolError
+
+        d = SSEDecoder(max_line_bytes=64 * 1024)  # max_event_bytes: 256 KiB
+        chunk = b"data: xy\n" * 1000
+        tracemalloc.start()
+        try:
+            with pytest.raises(ProtocolError, match="max_event_bytes"):
+                for _ in range(1000):
+                    d.feed(chunk)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 4 * 256 * 1024, peak
+
+
+    def test_compacted_data_lines_still_join_with_line_feeds(self) -> None:
+        d = SSEDecoder()
+        lines = [f"line {i}" for i in range(5000)]
+        stream = b"".join(b"data: " + line.encode() + b"\n" for line in lines) + b"\n"
+        assert d.feed(stream) == [ServerSentEvent("\n".join(lines))]
+        d = SSEDecoder()
+        out = []
+        for i in range(0, len(stream), 7):
+            out += d.feed(stream[i : i + 7])
+        assert out == [ServerSentEvent("\n".join(lines))]
+
+
+    def test_an_over_long_line_is_refused_before_its_pieces_are_joined(self) -> None:
+        # Found by tests/test_faults.py: the pieces of an over-long line were joined (a
+        # second copy of up to max_line_bytes) and split again before the limit was checked.
+        import tracemalloc
+
+        import pytest
+
+        from alltoken import ProtocolError
+
+        limit = 1 << 20
+        d = SSEDecoder(max_line_bytes=limit)
+        d.feed(b"data: ok\n\n")
+        for _ in range(16):
+            d.feed(b"x" * (limit // 16 - 1))
+        end = b"x" * 100 + b"\n\n"
+        tracemalloc.start()
+        try:
+            with pytest.raises(ProtocolError, match="max_line_bytes"):
+                d.feed(end)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < limit // 4, peak
+
+
 class TestSansIO:
     def test_sse_module_imports_no_io_and_no_json(self) -> None:
         source = (Path(__file__).resolve().parent.parent / "alltoken" / "sse.py").read_text()
@@ -1190,9 +1475,11 @@ class TestEventsIterator:
                 yield chunk
 
         seen = []
-        for item in SSEDecoder().events(chunks()):
+        decoder = SSEDecoder()
+        for item in decoder.events(chunks()):
             seen.append((item, len(read)))
-        assert seen == [(ev("a"), 3), (ev("b"), 4), (Comment("cost"), 5)]
+        assert seen == [(ev("a"), 3), (ev("b"), 4)]
+        assert decoder.unterminated_line == ": cost"
 
     def test_an_over_long_line_raises_once_the_limit_is_passed(self) -> None:
         read: list[bytes] = []
@@ -1221,6 +1508,45 @@ class TestEventsIterator:
     def test_bytearray_and_memoryview_chunks(self) -> None:
         chunks = [bytearray(b"data: a"), memoryview(b"bc\n\n")]
         assert list(SSEDecoder().events(chunks)) == [ev("abc")]  # type: ignore[arg-type]
+
+    @pytest.mark.parametrize("chunks", [
+        [b"id: 7\nretry: 5\n\ndata: pa", b"r"],  # the line held by the decoder and here
+        [b"id: 7\nretry: 5\n\ndata: par"],  # held by the decoder
+        [b"id: 7\nretry: 5\n\n", b"data: ", b"par"],  # collected here, not yet fed
+        [b"id: 7\nretry: 5\n\nevent: x\nid: 8\ndata: half\n", b"data: par"],  # an event
+    ])
+    def test_a_source_error_ends_the_stream_as_end_would(self, chunks: list[bytes]) -> None:
+        # A reconnection reuses the decoder for its last_event_id: nothing of the lost
+        # stream may be glued onto the new one ("data: par" + "data: new" -> "pardata: new").
+        def source() -> Iterator[bytes]:
+            yield from chunks
+            raise ConnectionResetError("lost")
+
+        decoder = SSEDecoder()
+        with pytest.raises(ConnectionResetError):
+            list(decoder.events(source()))
+        assert decoder.unterminated_line == "data: par"
+        assert (decoder.last_event_id, decoder.retry) == ("7", 5)
+        assert list(decoder.events([b"data: new\n\n"])) == [ev("new", id="7")]
+
+    def test_a_source_error_after_a_protocol_error_leaves_the_decoder_failed(self) -> None:
+        def source() -> Iterator[bytes]:
+            yield b"x" * 10
+            raise ConnectionResetError("lost")
+
+        decoder = SSEDecoder(max_line_bytes=4)
+        with pytest.raises(ProtocolError):
+            list(decoder.events(source()))
+        assert decoder.state is DecoderState.ERROR
+        with pytest.raises(ProtocolError):
+            decoder.end()
+
+    def test_closing_the_iterator_early_ends_nothing(self) -> None:
+        decoder = SSEDecoder()
+        items = decoder.events([b"data: a\n\ndata: b\n", b"\n"])
+        assert next(items) == ev("a")
+        items.close()
+        assert decoder.feed(b"\n") == [ev("b")]
 
     def test_a_long_line_fed_byte_by_byte_is_joined_once(self) -> None:
         # Linear time: the incomplete line's pieces are joined when its line ending
