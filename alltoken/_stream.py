@@ -445,9 +445,13 @@ class _StreamState:
                     yield chunk
                 elif cast(Comment, item).text[:1] == "{":
                     self._comment(cast(Comment, item).text)
-        for item in decoder.end():
-            if not isinstance(item, ServerSentEvent) and item.text[:1] == "{":
-                self._comment(item.text)
+        decoder.end()  # returns nothing: the spec discards an unterminated last line...
+        # ...whose text the decoder keeps: a cost trailer without its final newline.
+        line = decoder.unterminated_line
+        if line[:1] == ":":
+            comment = line[2:] if line[1:2] == " " else line[1:]
+            if comment[:1] == "{":
+                self._comment(comment)
         if not done:
             raise APIConnectionError(
                 f"the stream ended before data: [DONE] after {self.chunks} chunks; "

@@ -1,8 +1,10 @@
-"""Every way an abort or a watchdog close() must reach a reader (DESIGN.md: Timeouts, What each clock counts, Abort).
+"""Every way an abort or a watchdog close() must reach a reader (DESIGN.md: Timeouts,
+What each clock counts, Abort).
 
-Every test here FAILS on the code it was written against (main at ff87555): each one is
-a defect found by trying the rebuilt waiting core as a demanding user would. Real loopback sockets only; every
-wait is bounded, and every server is released at the end of its test.
+Every test here failed on the code it was written against (main at ff87555): each one
+is a defect found by trying the rebuilt waiting core as a demanding user would. Real
+loopback sockets only; every wait is bounded, and every server is released at the end
+of its test.
 """
 
 from __future__ import annotations
