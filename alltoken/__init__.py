@@ -9,6 +9,8 @@ This module only re-exports; the code lives in the submodules.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ._client import DEFAULT_BASE_URL, NOT_GIVEN, AllToken, stream
 from ._errors import (
     AbortedError,
@@ -25,7 +27,6 @@ from ._errors import (
     ProxyError,
     RateLimitError,
 )
-from ._partial_json import PartialJSON, parse_partial_json
 from ._stream import Stream, TextStream, Timings
 from ._transport import Proxy, Signal, Timeout
 from ._types import (
@@ -91,3 +92,16 @@ __all__ = [
     "parse_partial_json",
     "stream",
 ]
+
+if TYPE_CHECKING:
+    from ._partial_json import PartialJSON, parse_partial_json
+
+
+def __getattr__(name: str) -> Any:
+    # The partial-JSON reader is loaded on first use: most programs never need it, and
+    # every module loaded counts against a cold start.
+    if name in ("PartialJSON", "parse_partial_json"):
+        from . import _partial_json
+
+        return getattr(_partial_json, name)
+    raise AttributeError(f"module 'alltoken' has no attribute {name!r}")

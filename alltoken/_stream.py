@@ -45,7 +45,7 @@ import time
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from http.client import HTTPException
-from typing import Any, Callable, Optional, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, TypeVar, cast
 
 from . import _log
 from ._errors import (
@@ -57,7 +57,6 @@ from ._errors import (
     ProtocolError,
     excerpt,
 )
-from ._partial_json import PartialJSON
 from ._request import MAX_ERROR_BODY, Request
 from ._transport import (
     READ_SIZE,
@@ -84,6 +83,9 @@ from ._types import (
     parse_error_body,
 )
 from .sse import Comment, Item, ServerSentEvent, SSEDecoder
+
+if TYPE_CHECKING:
+    from ._partial_json import PartialJSON
 
 __all__ = ["Stream", "TextStream", "Timings"]
 
@@ -118,6 +120,8 @@ class _ToolCallBuilder:
     def parsed_arguments(self) -> Any:
         parser = self.parser
         if parser is None:
+            from ._partial_json import PartialJSON  # loaded only when asked for
+
             parser = self.parser = PartialJSON()
         pieces = self.arguments
         fed = self.fed
