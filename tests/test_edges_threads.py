@@ -1,0 +1,71 @@
+"""A stream's accumulated state read from a thread other than its reader.
+
+A UI or monitoring thread showing ``stream.text`` while a worker iterates is the
+ordinary way to display progress; reading the state must never change it.
+"""
+
+from __future__ import annotations
+
+import dis
+import sys
+import threading
+import time
+
+import alltoken
+from alltoken import _stream
+from alltoken import testing as t
+
+_STORES = {dis.opmap[name] for name in ("STORE_SUBSCR", "STORE_SLICE") if name in dis.opmap}
+
+
+def _preempt_before_stores(code: object, pause: float):
+    """A trace function that, in *code* only, pauses right before each subscript store:
+    where the interpreter may switch threads anyway, made certain."""
+
+    def tracer(frame, event, arg):  # type: ignore[no-untyped-def]
+        if frame.f_code is not code:
+            return None
+        frame.f_trace_opcodes = True
+
+        def local(frame, event, arg):  # type: ignore[no-untyped-def]
+            if event == "opcode" and frame.f_code.co_code[frame.f_lasti] in _STORES:
+                time.sleep(pause)
+            return local
+
+        return local
+
+    return tracer
+
+
+def test_reading_text_from_another_thread_never_loses_tokens(server: t.LocalServer) -> None:
+    n = 200
+    server.enqueue(t.StreamReply([t.content("x") for _ in range(n)]
+                                 + [t.reasoning("r") for _ in range(n)]
+                                 + [t.finish(), t.done()]))
+    with alltoken.AllToken(api_key="k", base_url=server.base_url, timeout=5.0) as client:
+        stream = client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "hi"}], stream=True)
+        stop = threading.Event()
+        tracer = _preempt_before_stores(_stream._joined.__code__, 0.002)
+
+        def watch() -> None:
+            sys.settrace(tracer)
+            try:
+                while not stop.is_set():
+                    stream.text  # noqa: B018 - what a progress display reads
+                    stream.reasoning  # noqa: B018
+            finally:
+                sys.settrace(None)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            with stream:
+                for _ in stream:
+                    time.sleep(0.0002)  # the reader's loop body
+        finally:
+            stop.set()
+            watcher.join(10)
+        assert stream.text == "x" * n
+        assert stream.reasoning == "r" * n
+        assert stream.completion().choices[0].message.content == "x" * n
