@@ -69,3 +69,65 @@ def test_reading_text_from_another_thread_never_loses_tokens(server: t.LocalServ
         assert stream.text == "x" * n
         assert stream.reasoning == "r" * n
         assert stream.completion().choices[0].message.content == "x" * n
+
+
+def _choice_chunk(index: int, text: str) -> t.Step:
+    return t.chunk({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                    "choices": [{"index": index, "delta": {"content": text},
+                                 "finish_reason": None}]})
+
+
+def _preempt_in_loops(code: object, pause: float):
+    """A trace function that, in *code* (a function or its comprehension), pauses at each
+    step of its loops: where the interpreter may switch threads anyway, made certain."""
+    codes = {code} | {c for c in getattr(code, "co_consts", ()) if hasattr(c, "co_code")}
+
+    def tracer(frame, event, arg):  # type: ignore[no-untyped-def]
+        if frame.f_code not in codes:
+            return None
+        frame.f_trace_opcodes = True
+
+        def local(frame, event, arg):  # type: ignore[no-untyped-def]
+            if event == "opcode" and frame.f_code.co_code[frame.f_lasti] == dis.opmap["FOR_ITER"]:
+                time.sleep(pause)
+            return local
+
+        return local
+
+    return tracer
+
+
+def test_completion_from_another_thread_while_new_choices_arrive(server: t.LocalServer) -> None:
+    # n > 1: choices 1..40 each start in their own chunk while a dashboard thread
+    # builds the completion.
+    n = 40
+    server.enqueue(t.StreamReply([_choice_chunk(i, f"c{i}") for i in range(n)] + [t.done()]))
+    with alltoken.AllToken(api_key="k", base_url=server.base_url, timeout=5.0) as client:
+        stream = client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "hi"}], stream=True, n=n)
+        stop = threading.Event()
+        errors: list[BaseException] = []
+        tracer = _preempt_in_loops(_stream._StreamState.completion.__code__, 0.002)
+
+        def watch() -> None:
+            sys.settrace(tracer)
+            try:
+                while not stop.is_set():
+                    stream.completion()
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+            finally:
+                sys.settrace(None)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            with stream:
+                for _ in stream:
+                    time.sleep(0.001)
+        finally:
+            stop.set()
+            watcher.join(10)
+        assert errors == []
+        got = stream.completion()
+        assert [c.message.content for c in got.choices] == [f"c{i}" for i in range(n)]
