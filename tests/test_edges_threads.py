@@ -131,3 +131,58 @@ def test_completion_from_another_thread_while_new_choices_arrive(server: t.Local
         assert errors == []
         got = stream.completion()
         assert [c.message.content for c in got.choices] == [f"c{i}" for i in range(n)]
+
+
+def _preempt_at_line(code: object, needle: str, pause: float):
+    """A trace function that pauses before the line of *code* whose text holds *needle*."""
+    import linecache
+
+    def tracer(frame, event, arg):  # type: ignore[no-untyped-def]
+        if frame.f_code is not code:
+            return None
+
+        def local(frame, event, arg):  # type: ignore[no-untyped-def]
+            if event == "line" and needle in linecache.getline(frame.f_code.co_filename,
+                                                                 frame.f_lineno):
+                time.sleep(pause)
+            return local
+
+        return local
+
+    return tracer
+
+
+def test_tool_call_arguments_followed_from_another_thread_stay_right(
+        server: t.LocalServer) -> None:
+    # A UI thread shows the arguments as they stream while a worker reads the stream.
+    pieces = ['{"path": "a.txt", "content": "'] + ["ab" for _ in range(100)] + ['"}']
+    server.enqueue(t.StreamReply(
+        [t.tool_call(0, id="call_1", name="write", arguments=pieces[0])]
+        + [t.tool_call(0, arguments=p) for p in pieces[1:]] + [t.finish("tool_calls"),
+                                                                t.done()]))
+    with alltoken.AllToken(api_key="k", base_url=server.base_url, timeout=5.0) as client:
+        stream = client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "hi"}], stream=True)
+        stop = threading.Event()
+        tracer = _preempt_at_line(_stream._ToolCallBuilder.parsed_arguments.__code__,
+                                  "feed = parser.feed", 0.002)
+
+        def watch() -> None:
+            sys.settrace(tracer)
+            try:
+                while not stop.is_set():
+                    stream.tool_call_arguments(0)
+            finally:
+                sys.settrace(None)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            with stream:
+                for _ in stream:
+                    time.sleep(0.0005)
+        finally:
+            stop.set()
+            watcher.join(10)
+        assert stream.tool_calls[0].function.arguments == "".join(pieces)
+        assert stream.tool_call_arguments(0) == {"path": "a.txt", "content": "ab" * 100}
