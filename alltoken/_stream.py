@@ -125,13 +125,14 @@ class _ToolCallBuilder:
             parser = self.parser = PartialJSON()
         pieces = self.arguments
         fed = self.fed
-        if 0 <= fed < len(pieces):
+        n = len(pieces)  # once: the reader may append meanwhile (another thread's call)
+        if 0 <= fed < n:
             # Only the pieces that arrived since the last call: the work is in proportion
             # to the new text, however long the arguments already are.
-            self.fed = len(pieces)
+            self.fed = n
             feed = parser.feed
             try:
-                for i in range(fed, len(pieces)):
+                for i in range(fed, n):
                     feed(pieces[i])
             except ValueError as exc:  # json.JSONDecodeError: not the start of any JSON
                 self.fed = -1
@@ -158,9 +159,14 @@ def _merge_tools(tools: dict[int, _ToolCallBuilder], deltas: list[ToolCallDelta]
 
 def _joined(parts: list[str]) -> str:
     """The text of *parts*, which is left holding it as one piece (asking again is free)."""
-    if len(parts) > 1:
-        parts[:] = ["".join(parts)]
-    return parts[0] if parts else ""
+    # Safe while the reader appends in another thread: join a fixed count of pieces and
+    # replace just those (one slice store); a piece appended meanwhile stays after them.
+    n = len(parts)
+    if n > 1:
+        text = "".join(parts[:n])
+        parts[:n] = [text]
+        return text
+    return parts[0] if n else ""
 
 
 class _ChoiceBuilder:
@@ -291,7 +297,7 @@ class _StreamState:
     def completion(self) -> ChatCompletion:
         others = self._choices
         choices = [_choice(i, b.role, _joined(b.text), _joined(b.reasoning), b.tools,
-                           b.finish_reason) for i, b in others.items()]
+                           b.finish_reason) for i, b in list(others.items())]
         if (not others or self._text or self._reasoning or self._tools
                 or self.finish_reason is not None or self._role is not None):
             # The first choice is there whenever it said anything, and always with
@@ -341,7 +347,6 @@ class _StreamState:
                 try:
                     yield from self._read()
                     clean = True
-                    req.deadlines.check_abort()
                     _log.debug("stream complete: %d chunks in %.1f ms", self.chunks,
                                  (time.monotonic() - req.started) * 1000)
                     return
@@ -387,16 +392,21 @@ class _StreamState:
         done = False
         while True:
             if dl.aborted is not None or (polled is not None and polled.is_set()):
+                if done:  # the answer is whole: an abort only gives up the cost trailer
+                    self._drop()
+                    break
                 dl.check_abort()
             try:
                 data = read1(READ_SIZE)
-            except (OSError, HTTPException, ValueError, APITimeoutError) as exc:
-                if done and dl.aborted is None:
-                    # The answer is complete at [DONE]: a failure while waiting for the
-                    # cost trailer only means there is no cost.
+            except (OSError, HTTPException, ValueError, AbortedError, APITimeoutError) as exc:
+                if done:
+                    # The answer is complete at [DONE]: a failure (or an abort) while
+                    # waiting for the cost trailer only means there is no cost.
                     _log.debug("no cost trailer after [DONE]: %s", exc)
                     self._drop()  # never pooled: the connection's state is unknown
                     break
+                if isinstance(exc, AbortedError):
+                    raise
                 if isinstance(exc, APITimeoutError):
                     raise
                 raise map_exception(exc, "stream", dl, req.request_id) from exc
@@ -664,12 +674,19 @@ class Stream(_Answer):
         thread is reading the stream, it wakes that reader at once, which raises
         ``AbortedError`` and releases the connection itself."""
         state = self._state
-        if (state.reader != _thread.get_ident()
-                or getattr(self._gen, "gi_running", False)):  # typeshed's Generator lacks it
+        running = getattr(self._gen, "gi_running", False)  # typeshed's Generator lacks it
+        if state.reader != _thread.get_ident() or running:
             # Another thread reads (or is to read) the stream: never run its generator
             # here (that reader would get a silent end, or ValueError). Wake it instead;
             # it raises AbortedError and releases the connection itself.
             state._req.deadlines.interrupt("the stream was closed by another thread")
+            if not running:
+                # Nobody is inside it now: release the connection here too. A reader
+                # that resumes later meets the abort before it touches the socket.
+                state._drop()
+                state._req.deadlines.release_signal()
+                if state.t_end is None:
+                    state.t_end = time.monotonic()
             return
         self._close_here()
 

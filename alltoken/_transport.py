@@ -316,8 +316,8 @@ class Deadlines:
         """Take this request's wake-up out of the signal (at the end of the request), so
         one event shared by many requests does not collect them. Idempotent."""
         hook, self._hooked = self._hooked, None
-        if hook is not None:
-            cond = _condition_of(self.signal)
+        cond = _condition_of(self.signal) if hook is not None else None
+        if cond is not None:  # (None at interpreter shutdown, threading gone)
             with contextlib.suppress(ValueError):  # set() may have taken it out already
                 cond._waiters.remove(hook)
 
@@ -496,6 +496,12 @@ class _SocketReader(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         sock = self._sock
         dl = self.deadlines
+        if dl.generation != _fork_generation:
+            # A forked child iterating a stream its parent opened: the socket is shared,
+            # and reading would take the parent's answer.
+            raise APIConnectionError(
+                "this request was opened by another process (before a fork); a process "
+                "cannot read another's answer: make the request again", retryable=False)
         while True:
             if dl.aborted is not None:
                 raise AbortedError(dl.aborted)

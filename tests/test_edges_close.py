@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import threading
 
+from conftest import assert_back_to, snapshot
+
 import alltoken
 from alltoken import testing as t
-
-from conftest import assert_back_to, snapshot
 
 
 def _started_elsewhere(client: alltoken.AllToken) -> alltoken.Stream:

@@ -39,7 +39,7 @@ def test_a_child_iterating_an_inherited_stream_never_reads_the_parents_answer() 
                 msg = f"iterated {got!r}"
             except alltoken.AllTokenError as exc:
                 msg = f"error {type(exc).__name__}"
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:
                 msg = f"unexpected {type(exc).__name__}: {exc}"
             finally:
                 os.write(w, msg.encode()[:4000])

@@ -114,7 +114,7 @@ def test_completion_from_another_thread_while_new_choices_arrive(server: t.Local
             try:
                 while not stop.is_set():
                     stream.completion()
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:
                 errors.append(exc)
             finally:
                 sys.settrace(None)

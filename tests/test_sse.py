@@ -11,6 +11,7 @@ decoder against that reference on generated streams, split at arbitrary points.
 from __future__ import annotations
 
 import ast
+import gc
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -941,11 +942,17 @@ class TestLinearTime:
             elif event == "c_call":
                 names.append(arg.__name__)
 
+        # Without the cycle collector: a collection in the middle would run finalizers of
+        # other tests' garbage (a stream's __del__, say) and record their calls here.
+        enabled = gc.isenabled()
+        gc.disable()
         sys.setprofile(profile)
         try:
             feed(chunk)
         finally:
             sys.setprofile(None)
+            if enabled:
+                gc.enable()
         return names
 
     def test_one_more_byte_of_a_long_line_costs_the_same_whatever_its_length(self) -> None:
