@@ -43,9 +43,8 @@ import http.client
 import json
 import time
 from collections.abc import Generator, Iterable, Iterator
-from dataclasses import dataclass
 from http.client import HTTPException
-from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional, Protocol, TypeVar, cast
 
 from . import _log
 from ._errors import (
@@ -478,12 +477,13 @@ class _StreamState:
             self._cost_text = text
 
 
-@dataclass(frozen=True)
-class Timings:
+class Timings(NamedTuple):
     """Monotonic facts of a streamed request: seconds since ``create()`` was called
     (``time.monotonic()``), each None until it happened.
 
-    A snapshot: :attr:`Stream.timings` builds a new one on each access.
+    A snapshot: :attr:`Stream.timings` builds a new one on each access. (An immutable
+    named tuple: a frozen dataclass would cost a cold start about as much as the whole
+    stream module.)
 
     Attributes:
         headers: When the response's status and headers arrived (of the attempt that
@@ -494,8 +494,6 @@ class Timings:
         attempts: Requests sent so far, retries (and a redirect or a key refresh)
             included.
     """
-
-    __slots__ = ("attempts", "end", "first_token", "headers")
 
     headers: Optional[float]
     first_token: Optional[float]

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import socket
 import threading
@@ -712,7 +711,7 @@ class TestTimings:
     def test_a_snapshot_that_cannot_be_changed(self, client: alltoken.AllToken) -> None:
         stream = chat(client)
         timings = stream.timings
-        with pytest.raises(dataclasses.FrozenInstanceError):
+        with pytest.raises(AttributeError):
             timings.end = 1.0  # type: ignore[misc]
         list(stream)
         assert stream.timings.end is not None
