@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import gc
 import os
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import NamedTuple
 
 import pytest
@@ -20,6 +23,7 @@ from hypothesis import HealthCheck, settings
 
 import alltoken
 from alltoken import testing as t
+from alltoken._transport import Deadlines
 
 settings.register_profile(
     "ci",
@@ -98,3 +102,60 @@ def assert_back_to(baseline: Resources, grace: float = 2.0) -> None:
     assert now.fds == baseline.fds, (
         f"file descriptors leaked: {sorted(now.fds - baseline.fds)}, "
         f"gone: {sorted(baseline.fds - now.fds)}")
+
+
+@pytest.fixture
+def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Record retry backoff waits instead of sleeping them (an abort still raises)."""
+    recorded: list[float] = []
+
+    def wait(self: Deadlines, seconds: float) -> None:
+        self.check_abort()
+        recorded.append(seconds)
+
+    monkeypatch.setattr(Deadlines, "wait", wait)
+    return recorded
+
+
+def wait_closed(server: t.LocalServer, timeout: float = 5.0) -> None:
+    """Wait until *server* has no open connection (the client closed its socket)."""
+    deadline = time.monotonic() + timeout
+    while server.open_connections and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.open_connections == 0
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A throwaway CA (``ca.pem``) and a certificate for 127.0.0.1 signed by it
+    (``leaf.pem``, ``leaf.key``), made with the openssl command (skips without it)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
+    d = tmp_path_factory.mktemp("certs")
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
+        "ca.pem", "-days", "2", "-subj", "/CN=alltoken test CA", "-addext",
+        "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "leaf.key", "-out", "leaf.csr",
+        "-subj", "/CN=127.0.0.1")
+    (d / "leaf.ext").write_text(
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+        "keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
+        "authorityKeyIdentifier=keyid\nsubjectKeyIdentifier=hash\n")
+    run("x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "leaf.pem", "-days", "2", "-extfile", "leaf.ext")
+    return d
+
+
+@pytest.fixture
+def https_server(certs: Path) -> Iterator[t.LocalServer]:
+    """The local server over TLS with the certificate of :func:`certs`."""
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(certs / "leaf.pem", certs / "leaf.key")
+    with t.LocalServer(pace=0, ssl_context=ctx) as srv:
+        yield srv

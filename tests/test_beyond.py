@@ -27,36 +27,10 @@ import pytest
 import alltoken
 from alltoken import testing as t
 from alltoken._stream import Timings, _merge_tools, _ToolCallBuilder
-from alltoken._transport import Deadlines
 from alltoken._types import FunctionCallDelta, ToolCallDelta
 from alltoken.sse import Comment, ServerSentEvent, SSEDecoder
 
 MSG = [{"role": "user", "content": "Solve 15! / 13!"}]
-
-
-@pytest.fixture
-def server() -> Iterator[t.LocalServer]:
-    with t.LocalServer(pace=0) as srv:
-        yield srv
-
-
-@pytest.fixture
-def client(server: t.LocalServer) -> Iterator[alltoken.AllToken]:
-    with alltoken.AllToken(api_key="sk-test", base_url=server.base_url, timeout=5.0) as c:
-        yield c
-
-
-@pytest.fixture
-def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Record retry backoff waits instead of sleeping them."""
-    recorded: list[float] = []
-
-    def wait(self: Deadlines, seconds: float) -> None:
-        self.check_abort()
-        recorded.append(seconds)
-
-    monkeypatch.setattr(Deadlines, "wait", wait)
-    return recorded
 
 
 def chat(client: alltoken.AllToken, **kw: Any) -> alltoken.Stream:

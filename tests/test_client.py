@@ -15,26 +15,12 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from conftest import KEY
+from conftest import KEY, wait_closed
 
 import alltoken
 from alltoken import testing as t
-from alltoken._transport import Deadlines
 
 MSG = [{"role": "user", "content": "hi"}]
-
-
-@pytest.fixture
-def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Record retry backoff waits instead of sleeping them."""
-    recorded: list[float] = []
-
-    def wait(self: Deadlines, seconds: float) -> None:
-        self.check_abort()
-        recorded.append(seconds)
-
-    monkeypatch.setattr(Deadlines, "wait", wait)
-    return recorded
 
 
 def chat(client: alltoken.AllToken, **kw: Any) -> alltoken.Stream:
@@ -480,7 +466,7 @@ class TestAbort:
             next(it)
         assert time.monotonic() - started < 1.0
         assert stream.text == "kept"
-        server_sees_close(server)
+        wait_closed(server)
         stream.close()
         gate.set()
 
@@ -531,13 +517,6 @@ class TestAbort:
             listener.close()
 
 
-def server_sees_close(server: t.LocalServer, timeout: float = 2.0) -> None:
-    deadline = time.monotonic() + timeout
-    while server.open_connections and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert server.open_connections == 0
-
-
 class TestHygiene:
     def test_connection_is_reused_after_a_clean_stream(self, server: t.LocalServer,
                                                        client: alltoken.AllToken) -> None:
@@ -555,7 +534,7 @@ class TestHygiene:
             for _ in stream:
                 break
         assert len(client._pool) == 0
-        server_sees_close(server)
+        wait_closed(server)
         gate.set()
 
     def test_garbage_collected_stream_releases_its_socket(
@@ -568,7 +547,7 @@ class TestHygiene:
         import gc
 
         gc.collect()
-        server_sees_close(server)
+        wait_closed(server)
         gate.set()
 
     def test_no_thread_outlives_its_streams(self, server: t.LocalServer) -> None:
@@ -639,7 +618,7 @@ def test_a_client_dropped_without_close_does_not_leak_its_pooled_socket(
     server.enqueue(t.StreamReply([t.content("x"), t.done()]))
     drain(chat(alltoken.AllToken(api_key=KEY, base_url=server.base_url)))
     gc.collect()  # a ResourceWarning here fails the test (warnings are errors)
-    server_sees_close(server)
+    wait_closed(server)
 
 
 @pytest.mark.parametrize("kind", ["stream", "text_stream"])
@@ -657,7 +636,7 @@ def test_dropped_streams_free_their_socket_without_the_cycle_collector(
             s = alltoken.stream("hi", model="m", client=client)
         next(iter(s))
         del s  # reference counting alone must close the socket
-        server_sees_close(server)
+        wait_closed(server)
     finally:
         gc.enable()
         gate.set()

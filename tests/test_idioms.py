@@ -15,11 +15,10 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
 
 import pytest
-from conftest import KEY
+from conftest import KEY, wait_closed
 
 import alltoken
 from alltoken import testing as t
@@ -40,13 +39,6 @@ def text_stream(server: t.LocalServer) -> alltoken.TextStream:
 
 def content(chunk: alltoken.ChatCompletionChunk) -> str:
     return "".join(c.delta.content or "" for c in chunk.choices)
-
-
-def wait_closed(server: t.LocalServer, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while server.open_connections and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert server.open_connections == 0
 
 
 class TestForOverATemporary:

@@ -23,7 +23,7 @@ from types import SimpleNamespace
 from typing import Any, Callable
 
 import pytest
-from conftest import KEY
+from conftest import KEY, wait_closed
 
 import alltoken
 from alltoken import _transport
@@ -43,13 +43,6 @@ def chat(client: alltoken.AllToken, **kw: Any) -> alltoken.Stream:
     kw.setdefault("model", "m")
     kw.setdefault("messages", MSG)
     return client.chat.completions.create(stream=True, **kw)
-
-
-def wait_closed(server: t.LocalServer, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while server.open_connections and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert server.open_connections == 0
 
 
 # -- a raw HTTP/1.1 server for what LocalServer does not do ------------------------------
