@@ -20,9 +20,6 @@ from typing import Any, Optional
 
 import pytest
 
-# The certificates and the HTTPS server of the TLS tests (skipped without openssl).
-from test_tls_proxy import certs, https_server  # noqa: F401
-
 import alltoken
 from alltoken import testing as t
 from alltoken._record import Recorder
@@ -478,7 +475,7 @@ class TestInterrupt:
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 class TestHTTPS:
     def test_an_https_server_is_recorded_with_verification(
-            self, https_server: t.LocalServer, certs: Path,  # noqa: F811
+            self, https_server: t.LocalServer, certs: Path,
             tmp_path: Path) -> None:
         path = tmp_path / "tls.jsonl"
         https_server.enqueue(stream_reply())
@@ -494,7 +491,7 @@ class TestHTTPS:
         assert rec.request["url"].startswith("https://127.0.0.1:")
 
     def test_an_unknown_certificate_authority_is_refused(
-            self, https_server: t.LocalServer,  # noqa: F811
+            self, https_server: t.LocalServer,
             tmp_path: Path) -> None:
         path = tmp_path / "tls.jsonl"
         env = clean_env({"ALLTOKEN_API_KEY": KEY, "ALLTOKEN_BASE_URL": https_server.base_url})
