@@ -273,18 +273,24 @@ class TextRenderer:
             self._err.write(self._summary_line(stream) + "\n")
 
     def _summary_line(self, stream: Any) -> str:
-        now = time.monotonic()
+        """Tokens, cost, time to first token, tokens/s and the time in all, from the
+        stream's own ``timings`` (seconds since the request was made), and the number of
+        requests when a retry was needed."""
         usage = stream.usage
         tokens = usage.completion_tokens if usage is not None else stream.chunks
         parts = [f"{tokens} tokens"]
         if stream.cost is not None:
             parts.append(f"${stream.cost.cost}")
-        if self._first is not None:
-            parts.append(f"first token {1000 * (self._first - self._started):.0f} ms")
-            gen = now - self._first
+        t = stream.timings
+        end = t.end if t.end is not None else time.monotonic() - self._started
+        if t.first_token is not None:
+            parts.append(f"first token {1000 * t.first_token:.0f} ms")
+            gen = end - t.first_token
             if gen > 0 and tokens:
                 parts.append(f"{tokens / gen:.1f} tokens/s")
-        parts.append(f"{now - self._started:.2f} s")
+        parts.append(f"{end:.2f} s")
+        if t.attempts > 1:
+            parts.append(f"{t.attempts} requests")
         sep = " · " if self._err.can_show(" · ") else " - "
         return sep.join(parts)
 

@@ -609,3 +609,25 @@ class TestOffline:
                            capture_output=True, text=True, timeout=30)
         assert r.returncode == 0, r.stderr
         assert "offline model" in r.stdout
+
+
+def test_the_summary_line_reads_the_streams_timings() -> None:
+    """Time to first token, tokens/s, the total and the retries come from
+    ``Stream.timings`` (measured from the request), not from the renderer's own clock."""
+    import io
+    from types import SimpleNamespace
+
+    from alltoken._cli_render import Output, TextRenderer
+    from alltoken._stream import Timings
+
+    err = io.StringIO()
+    renderer = TextRenderer(Output(io.StringIO(), "stdout"), Output(err, "stderr"), reasoning=True,
+                            escapes=False, spinner=False, summary=True)
+    stream = SimpleNamespace(usage=None, chunks=20, cost=None,
+                             timings=Timings(headers=0.1, first_token=0.25, end=2.25,
+                                             attempts=2))
+    renderer.finish(stream)
+    line = err.getvalue()
+    assert "first token 250 ms" in line
+    assert "10.0 tokens/s" in line  # 20 tokens in the 2 s after the first
+    assert "2.25 s" in line and "2 requests" in line
