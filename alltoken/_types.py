@@ -615,8 +615,10 @@ def _count(obj: dict[str, Any], key: str) -> Optional[int]:
     if type(value) is str and value.isdigit() and value.isascii():
         return int(value)
     if (type(value) is Decimal and value.is_finite() and value >= 0
-            and value == value.to_integral_value()):
-        return int(value)  # 15.0: a whole number written as a float
+            and value.adjusted() < 19 and value == value.to_integral_value()):
+        # 15.0: a whole number written as a float. Below 10**19 only: int() of 1e433333333
+        # would build a number of a gigabyte (found by fuzz_chunk_json).
+        return int(value)
     raise _bad(f"cost.{key}", "a non-negative integer", value)
 
 

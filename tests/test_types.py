@@ -489,6 +489,10 @@ class TestCost:
         c = parse_cost('{"cost": "0.5", "prompt_tokens": 15.0, "completion_tokens": 2}')
         assert c is not None and c.prompt_tokens == 15 and type(c.prompt_tokens) is int
 
+    @pytest.mark.parametrize("count", ["1e433333333332", "1e19", "1.5e30"])
+    def test_an_absurd_token_count_is_no_cost_not_a_huge_integer(self, count: str) -> None:
+        assert parse_cost('{"cost": "0.", "prompt_tokens": ' + count + "}") is None
+
     @pytest.mark.parametrize("delta", ["missing", "null"])
     def test_a_choice_without_a_delta_is_an_empty_delta(self, delta: str) -> None:
         choice: dict[str, Any] = {"index": 0, "finish_reason": None,
