@@ -275,6 +275,14 @@ class _StreamState:
         if conn is not None:
             conn.close()  # closes its response too, which may hold the socket
 
+    def _release(self) -> None:
+        """A stream closed from outside its read loop: the connection, the signal's
+        wake-up, and the end time (when it ended before it was read to its end)."""
+        self._drop()
+        self._req.deadlines.release_signal()
+        if self.t_end is None:
+            self.t_end = time.monotonic()
+
     # -- accumulated state -------------------------------------------------------------
 
     @property
@@ -681,10 +689,7 @@ class Stream(_Answer):
             if not running:
                 # Nobody is inside it now: release the connection here too. A reader
                 # that resumes later meets the abort before it touches the socket.
-                state._drop()
-                state._req.deadlines.release_signal()
-                if state.t_end is None:
-                    state.t_end = time.monotonic()
+                state._release()
             return
         self._close_here()
 
@@ -694,11 +699,7 @@ class Stream(_Answer):
         except ValueError:  # another thread entered next() after all
             self._state._req.deadlines.interrupt("the stream was closed by another thread")
             return
-        state = self._state
-        state._drop()
-        state._req.deadlines.release_signal()
-        if state.t_end is None:  # closed before it was iterated
-            state.t_end = time.monotonic()
+        self._state._release()
 
     def sse(self) -> Iterator[bytes]:
         """The stream re-served as Server-Sent Events, for a web backend to relay to a
