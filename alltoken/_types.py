@@ -5,8 +5,10 @@ that checks the shape of what the server sent; a wrong shape raises ``ProtocolEr
 naming the field, what was expected and (bounded) what came -- never a bare
 ``KeyError``, ``TypeError`` or ``AttributeError``. Missing optional fields take their
 defaults. Unknown fields are kept, not dropped: every object holds the JSON object it
-was built from in ``raw`` (by reference, no copy) and ``extra`` returns the fields no
-attribute maps.
+was built from in ``raw`` (by reference, no copy; a streamed chunk whose text repeats
+the one before it but for the delta's string gets new dicts equal to what ``json.loads``
+would give, see :class:`_ChunkParser`) and ``extra`` returns the fields no attribute
+maps.
 
 ``parse_chunk`` runs once per streamed chunk, so the chunk constructors are written
 out by hand: direct ``dict.get``, exact ``type()`` checks (JSON decoding only ever
@@ -712,6 +714,12 @@ class ErrorInfo(_Raw):
 #: The C scanner behind ``json.loads``, called directly by :func:`_loads`.
 _scan_once: Final[Callable[[str, int], tuple[Any, int]]] = (
     json.JSONDecoder().scan_once)  # type: ignore[attr-defined]
+#: The JSON decoder's string reader (C): ``(text, index after the closing quote)``.
+_scanstring: Final[Callable[[str, int], tuple[str, int]]] = json.decoder.scanstring  # type: ignore[attr-defined]
+#: The characters JSON allows between tokens.
+_JSON_SPACE: Final = " \t\n\r"
+#: The types of JSON scalars as ``json.loads`` returns them.
+_SCALARS: Final = frozenset({str, int, float, bool, type(None)})
 
 
 def _loads(data: str) -> Any:
@@ -762,6 +770,151 @@ def parse_chunk(data: str) -> Union[ChatCompletionChunk, ErrorInfo]:
         if error is not None:
             return ErrorInfo.from_json(error)
     return _chunk(obj)
+
+
+class _ChunkParser:
+    """``parse_chunk`` for the chunks of one stream, faster on the shape they share.
+
+    The chunks of a streamed answer are, as text, one template: the same ``id``,
+    ``model``, ``created``, fingerprint and choice fields every time, around a delta of
+    one string, ``{"content": "..."}`` or ``{"reasoning_content": "..."}``. Once a chunk
+    of that shape has been parsed, the parser keeps its text before and after that
+    string; a chunk whose text starts and ends the same way differs from it only in
+    the string, so only the string is decoded (``json.decoder.scanstring``, the JSON
+    decoder's own string reader) and the chunk is built from the kept fields. Anything
+    else goes through :func:`parse_chunk`.
+
+    The result is the one :func:`parse_chunk` gives for the same text, ``raw``
+    included: JSON's grammar makes a string literal one token, so replacing it changes
+    that one value and nothing around it. Which value it is, is proved when a template
+    is learned: the text with another string in its place is parsed in full, and
+    must differ from the parsed chunk in the delta's string alone. A template is kept
+    only when every other field of the chunk and of its choice is a JSON scalar, so
+    chunks built from it share no mutable value; their ``raw`` dicts are new for each
+    chunk, copied from the template's own copies (a caller may change a chunk's
+    ``raw``; no later chunk sees it).
+
+    Learning costs one more full parse. A stream whose chunks never repeat their
+    text (a field that changes every time) would pay it on every chunk, so after a
+    template that matched nothing the parser waits 1, 2, 4 ... up to 64 chunks before
+    it learns again.
+    """
+
+    __slots__ = ("_at", "_backoff", "_choice", "_choice_raw", "_chunk_raw", "_head",
+                 "_hits", "_key", "_prefix", "_skip", "_suffix", "learned")
+
+    #: The longest wait, in chunks, between two attempts to learn a template.
+    MAX_BACKOFF: ClassVar[int] = 64
+
+    def __init__(self) -> None:
+        self._prefix: Optional[str] = None  # the text before the string, quote included
+        self._suffix = ""  # the text after the string's closing quote
+        self._at = 0  # len(self._prefix)
+        self._key = ""  # "content" or "reasoning_content"
+        self._head: tuple[str, str, int, str, Optional[str]] = ("", "", 0, "", None)
+        self._choice: tuple[int, Optional[str], Any] = (0, None, None)
+        self._chunk_raw: dict[str, Any] = {}
+        self._choice_raw: dict[str, Any] = {}
+        self._hits = 0  # chunks the current template has built
+        self._backoff = 0  # the last wait, in chunks
+        self._skip = 0  # chunks still to wait before learning again
+        #: How many templates were learned (each cost one more full parse).
+        self.learned = 0
+
+    def parse(self, data: str) -> Union[ChatCompletionChunk, ErrorInfo]:
+        """What ``parse_chunk(data)`` returns, and raises."""
+        prefix = self._prefix
+        if prefix is not None and data.startswith(prefix) and data.endswith(self._suffix):
+            try:
+                text, end = _scanstring(data, self._at)
+            except ValueError:  # not a string: parse_chunk reports it
+                pass
+            else:
+                if end == len(data) - len(self._suffix):
+                    self._hits += 1
+                    delta_raw = {self._key: text}
+                    choice_raw = self._choice_raw.copy()
+                    choice_raw["delta"] = delta_raw
+                    raw = self._chunk_raw.copy()
+                    raw["choices"] = [choice_raw]
+                    delta = (Delta(None, text, None, None, delta_raw)
+                             if self._key == "content"
+                             else Delta(None, None, text, None, delta_raw))
+                    index, finish, logprobs = self._choice
+                    id_, kind, created, model, fingerprint = self._head
+                    return ChatCompletionChunk(
+                        id_, kind, created, model,
+                        [ChunkChoice(index, delta, finish, logprobs, choice_raw)],
+                        None, fingerprint, raw)
+        chunk = parse_chunk(data)
+        if self._skip:
+            self._skip -= 1
+        elif prefix is not None and not self._hits:
+            # The last template matched no chunk: wait longer before the next.
+            self._backoff = min(self._backoff * 2 or 1, self.MAX_BACKOFF)
+            self._skip = self._backoff
+            self._prefix = None
+        else:
+            if self._hits:
+                self._backoff = 0
+            self._learn(data, chunk)
+        return chunk
+
+    def _learn(self, data: str, chunk: Union[ChatCompletionChunk, ErrorInfo]) -> None:
+        """Keep *data* (just parsed into *chunk*) as the template, if it has the shape."""
+        self._prefix = None
+        self._hits = 0
+        if type(chunk) is not ChatCompletionChunk or len(chunk.choices) != 1:
+            return
+        choice = chunk.choices[0]
+        delta_raw = choice.delta.raw
+        if len(delta_raw) != 1:
+            return
+        key, value = next(iter(delta_raw.items()))
+        if (key != "content" and key != "reasoning_content") or type(value) is not str:
+            return
+        raw, choice_raw = chunk.raw, choice.raw
+        if any(type(v) not in _SCALARS for k, v in raw.items() if k != "choices") or any(
+                type(v) not in _SCALARS for k, v in choice_raw.items() if k != "delta"):
+            return
+        # The key (written plainly: an escaped one is not found) and its colon, then
+        # the string; JSON allows whitespace around the colon.
+        mark = f'"{key}"'
+        at = data.find(mark)
+        if at < 0:
+            return
+        after = data[at + len(mark):]
+        value_text = after.lstrip(_JSON_SPACE)
+        if value_text[:1] != ":":
+            return
+        value_text = value_text[1:].lstrip(_JSON_SPACE)
+        if value_text[:1] != '"':
+            return
+        at = len(data) - len(value_text) + 1  # the first character inside the quotes
+        try:
+            text, end = _scanstring(data, at)
+        except ValueError:
+            return
+        # The proof: another string in its place changes the delta's string, only.
+        probe = text + "\x00"
+        try:
+            proved = json.loads(data[: at - 1] + json.dumps(probe) + data[end:])
+        except (ValueError, RecursionError):
+            return
+        want_choice = dict(choice_raw)
+        want_choice["delta"] = {key: probe}
+        want = dict(raw)
+        want["choices"] = [want_choice]
+        if proved != want:
+            return
+        self._prefix, self._suffix, self._at, self._key = data[:at], data[end:], at, key
+        self._head = (chunk.id, chunk.object, chunk.created, chunk.model,
+                      chunk.system_fingerprint)
+        self._choice = (choice.index, choice.finish_reason, choice.logprobs)
+        # Copies: the chunk's own dicts are the caller's to change.
+        self._chunk_raw = dict(raw)
+        self._choice_raw = dict(choice_raw)
+        self.learned += 1
 
 
 def parse_error_body(body: bytes, content_type: Optional[str]) -> Optional[ErrorInfo]:

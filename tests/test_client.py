@@ -52,6 +52,31 @@ class TestStreaming:
         assert stream.done
         assert stream.request_id == "req-local-1"
 
+    def test_chunks_a_loop_body_keeps_and_changes_stay_apart(
+            self, server: t.LocalServer, client: alltoken.AllToken) -> None:
+        # Chunks that share their text are built from the first one's fields; a loop
+        # body that keeps every chunk and edits what it was given must not see its edits
+        # in the chunks that follow.
+        pieces = ["Hel", "lo", ' "q" \\ ', "\u00e9\U0001f680", "", "!"]
+        reply = [t.role(), *(t.reasoning(p) for p in pieces), *(t.content(p) for p in pieces),
+                 t.finish("stop"), t.done()]
+        server.enqueue(t.StreamReply(reply))
+        kept = []
+        with chat(client) as stream:
+            for chunk in stream:
+                assert chunk.id == "chatcmpl-local" and chunk.raw["id"] == "chatcmpl-local"
+                assert chunk.choices[0].index == 0 and chunk.choices[0].raw["index"] == 0
+                chunk.id = "edited"
+                chunk.raw["id"] = "edited"
+                chunk.choices[0].raw["index"] = 99
+                chunk.choices[0].delta.raw["content"] = "edited"
+                kept.append(chunk)
+        assert stream.reasoning == stream.text == "".join(pieces)
+        deltas = [c.choices[0].delta for c in kept[1:-1]]
+        assert [d.reasoning_content for d in deltas[:6]] + [d.content for d in deltas[6:]] \
+            == pieces + pieces
+        assert len({id(c.raw) for c in kept}) == len(kept)
+
     def test_cost_trailer_after_done_is_parsed_as_decimal(self, server: t.LocalServer,
                                                            client: alltoken.AllToken) -> None:
         server.enqueue(t.StreamReply([t.content("x"), t.done(), t.comment("keep-alive"),

@@ -27,6 +27,7 @@ from alltoken._types import (
     ToolCall,
     ToolCallDelta,
     Usage,
+    _ChunkParser,
     parse_chunk,
     parse_cost,
     parse_error_body,
@@ -642,3 +643,196 @@ class TestFastJSON:
         from alltoken._types import _loads
 
         assert _json_outcome(_loads, text) == _json_outcome(json.loads, text)
+
+
+# -- the stream's chunk parser: parse_chunk, faster on the text chunks share --------------
+
+
+def _outcome(parse: Any, text: str) -> tuple[str, str]:
+    """What parsing *text* gives, as text that tells every difference apart: the typed
+    objects' repr, and every ``raw`` as JSON (``1`` and ``1.0``, ``true`` and ``1``
+    differ); or the error's type and message."""
+    try:
+        got = parse(text)
+    except ProtocolError as exc:
+        return "raises", f"{type(exc).__name__}: {exc}"
+    if type(got) is ErrorInfo:
+        return repr(got), json.dumps(got.raw)
+    raws = [got.raw] + [x for c in got.choices for x in (c.raw, c.delta.raw)]
+    return repr(got), json.dumps(raws)
+
+
+def _same_as_parse_chunk(texts: list[str]) -> _ChunkParser:
+    parser = _ChunkParser()
+    for text in texts:
+        assert _outcome(parser.parse, text) == _outcome(parse_chunk, text), text
+    return parser
+
+
+def _chunk_text(content: object, key: str = "content", **top: object) -> str:
+    obj = {**CHUNK, **top}
+    obj["choices"] = [{**CHUNK["choices"][0], "delta": {key: content}}]
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+class TestChunkParser:
+    """``_ChunkParser.parse`` is ``parse_chunk`` for every text; on the text a stream's
+    chunks share, it decodes only the string that differs."""
+
+    def test_a_stream_of_one_template_decodes_only_the_string(self) -> None:
+        texts = [_chunk_text(t) for t in ["Hel", "lo", "", " \"q\" \\ \u00e9 \U0001f680", "\n"]]
+        parser = _same_as_parse_chunk(texts)
+        assert parser.learned == 1
+        assert parser._hits == len(texts) - 1
+
+    @pytest.mark.parametrize("colon", [":", ": ", " : ", ":\t", "\r\n:\n "])
+    def test_whitespace_around_the_colon_is_json_too(self, colon: str) -> None:
+        texts = [_chunk_text(t).replace('"content":', f'"content"{colon}') for t in "abc"]
+        assert _same_as_parse_chunk(texts).learned == 1
+
+    def test_reasoning_then_content_learns_each_shape(self) -> None:
+        texts = ([_chunk_text(t, "reasoning_content") for t in "abc"]
+                 + [_chunk_text(t) for t in "xyz"])
+        assert _same_as_parse_chunk(texts).learned == 2
+
+    @pytest.mark.parametrize("second", [
+        # the varying string is not a string, or not one valid string
+        _chunk_text(None), _chunk_text(5), _chunk_text(["x"]),
+        _chunk_text("x").replace('"x"', '"a\tb"'),  # a raw control character
+        _chunk_text("x").replace('"x"', '"a\\qb"'),  # an invalid escape
+        _chunk_text("x").replace('"x"', '"a" "b"'),  # two strings
+        _chunk_text("x").replace('"x"', '"a"+"b"'),
+        _chunk_text("x").replace('"x"', '"ab'),  # unterminated
+        _chunk_text("x").replace('"x"', '"a\\"'),
+        _chunk_text("x").replace('"x"', '"a"   '),  # whitespace, then the suffix
+        _chunk_text("x")[:-1], _chunk_text("x") + " ", _chunk_text("x") + "x",
+        # the same prefix and suffix around something that is no string at all
+        _chunk_text("x").replace('"x"', '"a","b":"c"'),
+        _chunk_text("x").replace('"x"', '"a"},"role":{"x":"'),
+    ])
+    def test_text_that_only_looks_like_the_template_is_parsed_in_full(
+            self, second: str) -> None:
+        _same_as_parse_chunk([_chunk_text("first"), _chunk_text("again"), second,
+                              _chunk_text("after")])
+
+    @pytest.mark.parametrize("first", [
+        # the key written another way, or found where it is not the delta's string
+        _chunk_text("a").replace('"content":"a"', '"\\u0063ontent":"a"'),
+        _chunk_text("a", model='"content":"'),
+        _chunk_text("a").replace('"index":0', '"x":{"content":"a"},"index":0'),
+        _chunk_text("a").replace('{"index":0', '{"index":0,"meta":"\\"content\\":\\"a"'),
+        _chunk_text("a").replace('"delta":{', '"delta":{"content":"z",'),  # a duplicate key
+        _chunk_text("a").replace('"delta":{"content":"a"}',
+                                 '"delta":{"content":"a"},"delta":{"content":"a"}'),
+        _chunk_text("a").replace('"choices":', '"choices":[],"choices":'),
+        _chunk_text("a", usage={"prompt_tokens": 1}),  # a nested value
+        _chunk_text("a").replace('"logprobs":null', '"logprobs":{"content":[]}'),
+        _chunk_text("a", x=float("nan")),
+        _chunk_text("a", error=None),
+    ])
+    def test_a_template_is_kept_only_where_the_string_is_proved_the_deltas(
+            self, first: str) -> None:
+        variants = [first.replace('"a"', f'"{t}"', 1) for t in ("b", "c", "d")]
+        _same_as_parse_chunk([first, *variants, first])
+
+    def test_the_key_elsewhere_with_the_same_text_is_told_apart(self) -> None:
+        # The first '"content":"' is a top-level field's, and its string equals the
+        # delta's: only the proof (another string in its place) shows it is not the
+        # delta's.
+        first = '{"content":"a","choices":[{"index":0,"delta":{"content" :"a"}}]}'
+        parser = _same_as_parse_chunk([first, first.replace('"a"', '"b"', 1), first])
+        assert parser.learned == 0
+
+    def test_a_duplicate_key_is_told_apart(self) -> None:
+        first = '{"choices":[{"index":0,"delta":{"content":"z","content":"a"}}]}'
+        parser = _same_as_parse_chunk([first, first.replace('"z"', '"y"'), first])
+        assert parser.learned == 0
+
+    def test_chunks_share_no_mutable_object(self) -> None:
+        parser = _ChunkParser()
+        first = parser.parse(_chunk_text("a"))
+        second = parser.parse(_chunk_text("b"))
+        assert isinstance(first, ChatCompletionChunk) and isinstance(second, ChatCompletionChunk)
+        assert parser._hits == 1
+        for chunk in (first, second):  # a caller changes what it was given
+            chunk.raw["id"] = "changed"
+            chunk.raw["choices"][0]["index"] = 9
+            chunk.choices[0].raw["finish_reason"] = "changed"
+            chunk.choices[0].delta.raw["content"] = "changed"
+            chunk.id = "changed"
+            chunk.choices.append(chunk.choices[0])
+        _same_as_parse_chunk([_chunk_text(t) for t in "cde"])
+        third = parser.parse(_chunk_text("c"))
+        assert parser._hits == 2
+        assert _outcome(lambda _: third, "") == _outcome(parse_chunk, _chunk_text("c"))
+
+    def test_chunks_that_never_repeat_their_text_learn_ever_more_rarely(self) -> None:
+        texts = [_chunk_text(str(i), nonce=f"n{i}") for i in range(1000)]
+        parser = _same_as_parse_chunk(texts)
+        # Waits of 1, 2, 4 ... 64 chunks, then 64: about 20 templates in 1,000 chunks.
+        assert 10 <= parser.learned <= 25
+
+    def test_a_template_that_stops_matching_is_replaced_at_once(self) -> None:
+        texts = ([_chunk_text(t, nonce="n1") for t in "abcd"]
+                 + [_chunk_text(t, nonce="n2") for t in "efgh"])
+        parser = _same_as_parse_chunk(texts)
+        assert parser.learned == 2 and parser._hits == 3
+
+    def test_a_template_that_matches_ends_the_waiting(self) -> None:
+        never = [_chunk_text(str(i), nonce=f"n{i}") for i in range(200)]
+        texts = (never  # waits grow to 64 chunks
+                 + [_chunk_text(str(i), nonce="one") for i in range(80)]  # learned, matched
+                 + never[:3]  # a template that matches nothing: wait 1 chunk, not 64
+                 + [_chunk_text(t, nonce="two") for t in "abcdef"])
+        parser = _same_as_parse_chunk(texts)
+        assert parser._hits == 5
+
+    def test_errors_and_other_chunks_between_template_chunks(self) -> None:
+        texts = [_chunk_text("a"), _chunk_text("b"),
+                 '{"error":{"message":"Rate limit exceeded","type":"rate_limit_error"}}',
+                 _chunk_text("c"), json.dumps(chunk_with_delta({"role": "assistant"})),
+                 "not json", "[1]", _chunk_text("d"), _chunk_text("e")]
+        _same_as_parse_chunk(texts)
+
+    _strings = st.text(st.characters(blacklist_categories=("Cs",)), max_size=8) | st.sampled_from(
+        ["", '"', "\\", "\n", "\u2028", "\U0001f680", "\x00"])
+    _scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | _strings
+
+    @given(
+        top=st.fixed_dictionaries(
+            {"id": _strings, "created": st.integers(0, 2**40)},
+            optional={"model": _strings, "x": _scalars, "usage": st.none(),
+                      "error": st.none(), "object": _scalars})
+        | st.dictionaries(st.sampled_from(["id", "model", "created", "object", "x",
+                                           "system_fingerprint", "usage", "error"]),
+                          _scalars | st.lists(_scalars, max_size=2), max_size=4),
+        choice=st.dictionaries(st.sampled_from(["index", "finish_reason", "logprobs", "y"]),
+                               _scalars, max_size=3),
+        key=st.sampled_from(["content", "content", "reasoning_content", "reasoning", "role"]),
+        contents=st.lists(_strings, min_size=1, max_size=6) | st.lists(_scalars, max_size=3),
+        ascii=st.booleans(),
+        seps=st.sampled_from([(",", ":"), (",", ":"), (", ", ":"), (",", ": ")]),
+        edits=st.lists(st.tuples(st.integers(0, 5), st.integers(0, 400), _strings),
+                       max_size=2) | st.just([]),
+    )
+    def test_any_stream_of_chunk_texts_parses_as_parse_chunk_parses_it(
+            self, top: dict[str, Any], choice: dict[str, Any], key: str,
+            contents: list[Any], ascii: bool, seps: tuple[str, str],
+            edits: list[tuple[int, int, str]]) -> None:
+        texts = []
+        for content in contents:
+            obj = {**top, "choices": [{**choice, "delta": {key: content}}]}
+            texts.append(json.dumps(obj, separators=seps, ensure_ascii=ascii))
+        for which, at, insert in edits:  # text that is not quite the template
+            if which < len(texts):
+                texts[which] = texts[which][:at] + insert + texts[which][at:]
+        _same_as_parse_chunk(texts + texts)
+
+    @given(contents=st.lists(st.text(), min_size=1, max_size=8),
+           key=st.sampled_from(["content", "reasoning_content"]), ascii=st.booleans())
+    def test_any_strings_in_the_template_are_read_as_parse_chunk_reads_them(
+            self, contents: list[str], key: str, ascii: bool) -> None:
+        texts = [json.dumps({**CHUNK, "choices": [{**CHUNK["choices"][0], "delta": {key: c}}]},
+                            separators=(",", ":"), ensure_ascii=ascii) for c in contents]
+        parser = _same_as_parse_chunk(texts + texts)
+        assert (parser.learned, parser._hits) == (1, 2 * len(texts) - 1)
