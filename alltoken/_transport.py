@@ -42,7 +42,7 @@ import socket
 import sys
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import FrozenInstanceError, dataclass
 from typing import Any, Callable, Final, NamedTuple, Optional, Protocol, Union, runtime_checkable
 from urllib.parse import urlsplit
 from weakref import ref as _weakref
@@ -170,7 +170,7 @@ class Signal(Protocol):
 SignalLike = Any  # threading.Event or an object with is_set()
 
 
-@dataclass(frozen=True)
+@dataclass(init=False, repr=False, eq=False)
 class Timeout:
     """Timeouts for one request, in seconds; None means no limit.
 
@@ -197,15 +197,43 @@ class Timeout:
     idle: Optional[float] = None
     total: Optional[float] = None
 
-    def __post_init__(self) -> None:
-        for name in ("connect", "read", "idle", "total"):
-            value = getattr(self, name)
+    # The methods dataclass(frozen=True) would generate, written out: generating them
+    # costs a compile() each when alltoken is imported (benchmarks/: cold start).
+    def __init__(self, connect: Optional[float] = 60.0, read: Optional[float] = 60.0,
+                 idle: Optional[float] = None, total: Optional[float] = None) -> None:
+        for name, value in (("connect", connect), ("read", read), ("idle", idle),
+                            ("total", total)):
             if value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise TypeError(f"Timeout {name} must be a number or None, got {value!r}")
             if not value > 0:
                 raise ValueError(f"Timeout {name} must be positive, got {value!r}")
+        object.__setattr__(self, "connect", connect)
+        object.__setattr__(self, "read", read)
+        object.__setattr__(self, "idle", idle)
+        object.__setattr__(self, "total", total)
+
+    def _values(self) -> tuple[Optional[float], ...]:
+        return (self.connect, self.read, self.idle, self.total)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__qualname__}(connect={self.connect!r}, read={self.read!r}, "
+                f"idle={self.idle!r}, total={self.total!r})")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
 
     @classmethod
     def coerce(cls, value: Union[Timeout, float, int, None]) -> Timeout:

@@ -52,6 +52,10 @@ __all__ = [
 ]
 
 
+#: ``Cost.cost`` when the trailer has none (a Decimal is immutable: one is shared).
+_ZERO: Final = Decimal(0)
+
+
 # -- error-path helpers (never called while the input is well formed) --------------------
 
 
@@ -160,7 +164,7 @@ class _Raw:
 # -- assembled tool calls ----------------------------------------------------------------
 
 
-@dataclass(repr=False, eq=False)
+@dataclass(init=False, repr=False, eq=False)
 class FunctionCall(_Raw):
     """A complete function call: its name and its arguments as JSON text."""
 
@@ -168,6 +172,13 @@ class FunctionCall(_Raw):
     arguments: str = ""
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     _KNOWN = frozenset({"name", "arguments"})
+
+    def __init__(
+        self, name: str = "", arguments: str = "", raw: Optional[dict[str, Any]] = None,
+    ) -> None:
+        self.name = name
+        self.arguments = arguments
+        self.raw = {} if raw is None else raw
 
     @classmethod
     def from_json(cls, obj: object) -> FunctionCall:
@@ -181,7 +192,7 @@ class FunctionCall(_Raw):
                    _str(o, "arguments", "tool_call.function"), o)
 
 
-@dataclass(repr=False, eq=False)
+@dataclass(init=False, repr=False, eq=False)
 class ToolCall(_Raw):
     """A complete tool call: from a non-streamed message, or assembled by the stream
     from its deltas."""
@@ -191,6 +202,15 @@ class ToolCall(_Raw):
     function: FunctionCall = field(default_factory=FunctionCall)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     _KNOWN = frozenset({"id", "type", "function"})
+
+    def __init__(
+        self, id: str = "", type: str = "function", function: Optional[FunctionCall] = None,
+        raw: Optional[dict[str, Any]] = None,
+    ) -> None:
+        self.id = id
+        self.type = type
+        self.function = FunctionCall() if function is None else function
+        self.raw = {} if raw is None else raw
 
     @classmethod
     def from_json(cls, obj: object) -> ToolCall:
@@ -208,7 +228,7 @@ class ToolCall(_Raw):
 # -- streamed pieces ---------------------------------------------------------------------
 
 
-@dataclass(repr=False, eq=False)
+@dataclass(init=False, repr=False, eq=False)
 class FunctionCallDelta(_Raw):
     """A piece of a streamed function call: a name and/or more arguments text."""
 
@@ -216,6 +236,14 @@ class FunctionCallDelta(_Raw):
     arguments: Optional[str] = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     _KNOWN = frozenset({"name", "arguments"})
+
+    def __init__(
+        self, name: Optional[str] = None, arguments: Optional[str] = None,
+        raw: Optional[dict[str, Any]] = None,
+    ) -> None:
+        self.name = name
+        self.arguments = arguments
+        self.raw = {} if raw is None else raw
 
     @classmethod
     def from_json(cls, obj: object) -> FunctionCallDelta:
@@ -229,7 +257,7 @@ class FunctionCallDelta(_Raw):
                    _opt_str(o, "arguments", "delta.tool_calls[].function"), o)
 
 
-@dataclass(repr=False, eq=False)
+@dataclass(init=False, repr=False, eq=False)
 class ToolCallDelta(_Raw):
     """A piece of a streamed tool call; pieces with the same ``index`` belong together.
 
@@ -243,6 +271,16 @@ class ToolCallDelta(_Raw):
     function: Optional[FunctionCallDelta] = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     _KNOWN = frozenset({"index", "id", "type", "function"})
+
+    def __init__(
+        self, index: int = 0, id: Optional[str] = None, type: Optional[str] = None,
+        function: Optional[FunctionCallDelta] = None, raw: Optional[dict[str, Any]] = None,
+    ) -> None:
+        self.index = index
+        self.id = id
+        self.type = type
+        self.function = function
+        self.raw = {} if raw is None else raw
 
     @classmethod
     def from_json(cls, obj: object, position: int = 0) -> ToolCallDelta:
@@ -273,7 +311,7 @@ def _tool_call_deltas(calls: object) -> list[ToolCallDelta]:
     return [ToolCallDelta.from_json(c, i) for i, c in enumerate(calls)]
 
 
-@dataclass(repr=False, eq=False)
+@dataclass(init=False, repr=False, eq=False)
 class Delta(_Raw):
     """What one chunk adds to a choice.
 
@@ -287,6 +325,17 @@ class Delta(_Raw):
     tool_calls: Optional[list[ToolCallDelta]] = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     _KNOWN = frozenset({"role", "content", "reasoning_content", "reasoning", "tool_calls"})
+
+    def __init__(
+        self, role: Optional[str] = None, content: Optional[str] = None,
+        reasoning_content: Optional[str] = None,
+        tool_calls: Optional[list[ToolCallDelta]] = None, raw: Optional[dict[str, Any]] = None,
+    ) -> None:
+        self.role = role
+        self.content = content
+        self.reasoning_content = reasoning_content
+        self.tool_calls = tool_calls
+        self.raw = {} if raw is None else raw
 
     @classmethod
     def from_json(cls, obj: object) -> Delta:
@@ -322,7 +371,7 @@ def _delta(obj: object) -> Delta:
                  obj)
 
 
-@dataclass(repr=False, eq=False)
+@dataclass(init=False, repr=False, eq=False)
 class ChunkChoice(_Raw):
     """One choice of a streamed chunk. A missing or null ``delta`` is an empty one."""
 
@@ -332,6 +381,17 @@ class ChunkChoice(_Raw):
     logprobs: Any = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     _KNOWN = frozenset({"index", "delta", "finish_reason", "logprobs"})
+
+    def __init__(
+        self, index: int = 0, delta: Optional[Delta] = None,
+        finish_reason: Optional[str] = None, logprobs: Any = None,
+        raw: Optional[dict[str, Any]] = None,
+    ) -> None:
+        self.index = index
+        self.delta = Delta() if delta is None else delta
+        self.finish_reason = finish_reason
+        self.logprobs = logprobs
+        self.raw = {} if raw is None else raw
 
     @classmethod
     def from_json(cls, obj: object) -> ChunkChoice:
@@ -373,7 +433,7 @@ def _chunk_choice(obj: object) -> ChunkChoice:
     return ChunkChoice(index, _delta(delta), finish, get("logprobs"), obj)
 
 
-@dataclass(repr=False, eq=False)
+@dataclass(init=False, repr=False, eq=False)
 class Usage(_Raw):
     """Token counts. Nested details (``completion_tokens_details``, ...) stay in ``raw``
     and ``extra``. A missing ``total_tokens`` is the sum of the other two."""
@@ -383,6 +443,15 @@ class Usage(_Raw):
     total_tokens: int = 0
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     _KNOWN = frozenset({"prompt_tokens", "completion_tokens", "total_tokens"})
+
+    def __init__(
+        self, prompt_tokens: int = 0, completion_tokens: int = 0, total_tokens: int = 0,
+        raw: Optional[dict[str, Any]] = None,
+    ) -> None:
+        self.prompt_tokens = prompt_tokens
+        self.completion_tokens = completion_tokens
+        self.total_tokens = total_tokens
+        self.raw = {} if raw is None else raw
 
     @classmethod
     def from_json(cls, obj: object) -> Usage:
@@ -398,7 +467,7 @@ class Usage(_Raw):
         return cls(prompt, completion, _int(o, "total_tokens", "usage", prompt + completion), o)
 
 
-@dataclass(repr=False, eq=False)
+@dataclass(init=False, repr=False, eq=False)
 class ChatCompletionChunk(_Raw):
     """One streamed ``chat.completion.chunk``.
 
@@ -417,6 +486,21 @@ class ChatCompletionChunk(_Raw):
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     _KNOWN = frozenset({"id", "object", "created", "model", "choices", "usage",
                         "system_fingerprint"})
+
+    def __init__(
+        self, id: str = "", object: str = "chat.completion.chunk", created: int = 0,
+        model: str = "", choices: Optional[list[ChunkChoice]] = None,
+        usage: Optional[Usage] = None, system_fingerprint: Optional[str] = None,
+        raw: Optional[dict[str, Any]] = None,
+    ) -> None:
+        self.id = id
+        self.object = object
+        self.created = created
+        self.model = model
+        self.choices = [] if choices is None else choices
+        self.usage = usage
+        self.system_fingerprint = system_fingerprint
+        self.raw = {} if raw is None else raw
 
     @classmethod
     def from_json(cls, obj: Any) -> ChatCompletionChunk:  # ``object`` is a field here
@@ -465,7 +549,7 @@ def _chunk(obj: object) -> ChatCompletionChunk:
 # -- the non-streamed answer -------------------------------------------------------------
 
 
-@dataclass(repr=False, eq=False)
+@dataclass(init=False, repr=False, eq=False)
 class Message(_Raw):
     """The message of a non-streamed choice. ``reasoning_content`` is read as in
     :class:`Delta`."""
@@ -476,6 +560,17 @@ class Message(_Raw):
     tool_calls: Optional[list[ToolCall]] = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     _KNOWN = frozenset({"role", "content", "reasoning_content", "reasoning", "tool_calls"})
+
+    def __init__(
+        self, role: str = "assistant", content: Optional[str] = None,
+        reasoning_content: Optional[str] = None, tool_calls: Optional[list[ToolCall]] = None,
+        raw: Optional[dict[str, Any]] = None,
+    ) -> None:
+        self.role = role
+        self.content = content
+        self.reasoning_content = reasoning_content
+        self.tool_calls = tool_calls
+        self.raw = {} if raw is None else raw
 
     @classmethod
     def from_json(cls, obj: object) -> Message:
@@ -494,7 +589,7 @@ class Message(_Raw):
                    o)
 
 
-@dataclass(repr=False, eq=False)
+@dataclass(init=False, repr=False, eq=False)
 class Choice(_Raw):
     """One choice of a non-streamed answer. ``message`` is required."""
 
@@ -503,6 +598,15 @@ class Choice(_Raw):
     finish_reason: Optional[str] = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     _KNOWN = frozenset({"index", "message", "finish_reason"})
+
+    def __init__(
+        self, index: int = 0, message: Optional[Message] = None,
+        finish_reason: Optional[str] = None, raw: Optional[dict[str, Any]] = None,
+    ) -> None:
+        self.index = index
+        self.message = Message() if message is None else message
+        self.finish_reason = finish_reason
+        self.raw = {} if raw is None else raw
 
     @classmethod
     def from_json(cls, obj: object) -> Choice:
@@ -519,7 +623,7 @@ class Choice(_Raw):
                    _opt_str(o, "finish_reason", "choices[]"), o)
 
 
-@dataclass(repr=False, eq=False)
+@dataclass(init=False, repr=False, eq=False)
 class ChatCompletion(_Raw):
     """A non-streamed ``chat.completion``."""
 
@@ -531,6 +635,19 @@ class ChatCompletion(_Raw):
     usage: Optional[Usage] = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     _KNOWN = frozenset({"id", "object", "created", "model", "choices", "usage"})
+
+    def __init__(
+        self, id: str = "", object: str = "chat.completion", created: int = 0, model: str = "",
+        choices: Optional[list[Choice]] = None, usage: Optional[Usage] = None,
+        raw: Optional[dict[str, Any]] = None,
+    ) -> None:
+        self.id = id
+        self.object = object
+        self.created = created
+        self.model = model
+        self.choices = [] if choices is None else choices
+        self.usage = usage
+        self.raw = {} if raw is None else raw
 
     @classmethod
     def from_json(cls, obj: Any) -> ChatCompletion:  # ``object`` is a field here
@@ -553,7 +670,7 @@ class ChatCompletion(_Raw):
 # -- cost trailer ------------------------------------------------------------------------
 
 
-@dataclass(repr=False, eq=False)
+@dataclass(init=False, repr=False, eq=False)
 class Cost(_Raw):
     """The cost comment AllToken may send after ``data: [DONE]``.
 
@@ -561,7 +678,7 @@ class Cost(_Raw):
     through a ``float``. Token counts are ``int``.
     """
 
-    cost: Decimal = Decimal(0)
+    cost: Decimal = _ZERO
     input_price: Optional[Decimal] = None
     output_price: Optional[Decimal] = None
     prompt_tokens: Optional[int] = None
@@ -569,6 +686,18 @@ class Cost(_Raw):
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     _KNOWN = frozenset({"cost", "input_price", "output_price", "prompt_tokens",
                         "completion_tokens"})
+
+    def __init__(
+        self, cost: Decimal = _ZERO, input_price: Optional[Decimal] = None,
+        output_price: Optional[Decimal] = None, prompt_tokens: Optional[int] = None,
+        completion_tokens: Optional[int] = None, raw: Optional[dict[str, Any]] = None,
+    ) -> None:
+        self.cost = cost
+        self.input_price = input_price
+        self.output_price = output_price
+        self.prompt_tokens = prompt_tokens
+        self.completion_tokens = completion_tokens
+        self.raw = {} if raw is None else raw
 
     @classmethod
     def from_json(cls, obj: object) -> Cost:
@@ -666,7 +795,7 @@ def parse_cost(text: str) -> Optional[Cost]:
 # -- errors ------------------------------------------------------------------------------
 
 
-@dataclass(repr=False, eq=False)
+@dataclass(init=False, repr=False, eq=False)
 class ErrorInfo(_Raw):
     """The ``error`` of an error response or of an in-stream error event.
 
@@ -683,6 +812,16 @@ class ErrorInfo(_Raw):
     param: object = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     _KNOWN = frozenset({"message", "type", "code", "param"})
+
+    def __init__(
+        self, message: str = "", type: Optional[str] = None, code: object = None,
+        param: object = None, raw: Optional[dict[str, Any]] = None,
+    ) -> None:
+        self.message = message
+        self.type = type
+        self.code = code
+        self.param = param
+        self.raw = {} if raw is None else raw
 
     @classmethod
     def from_json(cls, obj: object) -> ErrorInfo:

@@ -256,6 +256,31 @@ class TestValidation:
             alltoken.Timeout(idle=0)
         assert alltoken.Timeout(total=3).connect == 60.0
 
+    def test_timeout_behaves_as_a_frozen_dataclass(self) -> None:
+        # Its methods are written by hand; they must be the ones dataclass(frozen=True)
+        # generates for the same fields.
+        import dataclasses
+
+        ref_cls = dataclasses.make_dataclass(
+            "Timeout", [(f.name, f.type, f.default) for f in dataclasses.fields(alltoken.Timeout)],
+            frozen=True)
+        args = [(), (1,), (1, 2.5), (None, None, 3, 4), (1.0, 2, None, 0.5)]
+        ours = [alltoken.Timeout(*a) for a in args]
+        refs = [ref_cls(*a) for a in args]
+        assert [repr(t) for t in ours] == [repr(r) for r in refs]
+        assert [[a == b for b in ours] for a in ours] == [[a == b for b in refs] for a in refs]
+        assert [hash(t) for t in ours] == [hash(r) for r in refs]
+        assert alltoken.Timeout() != refs[0] and alltoken.Timeout().__eq__(1) is NotImplemented
+        assert alltoken.Timeout(1, 2) == alltoken.Timeout(connect=1.0, read=2.0)
+        frozen = dataclasses.FrozenInstanceError
+        for one in (ours[1], refs[1]):
+            with pytest.raises(frozen, match="cannot assign to field 'read'"):
+                one.read = 3  # type: ignore[misc]
+            with pytest.raises(frozen, match="cannot delete field 'read'"):
+                del one.read  # type: ignore[misc]
+        assert dataclasses.replace(ours[2], idle=7) == alltoken.Timeout(1, 2.5, 7)
+        assert dataclasses.astuple(ours[3]) == (None, None, 3, 4)
+
     @pytest.mark.parametrize("url", ["ftp://x/v1", "http://", "api.alltoken.ai/v1",
                                      "http://u:p@host/v1", "http://h/v1?x=1"])
     def test_bad_base_urls_are_rejected(self, url: str) -> None:

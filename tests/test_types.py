@@ -590,6 +590,56 @@ class TestDataclassBehaviour:
         with pytest.raises(TypeError):
             hash(Usage())
 
+    @staticmethod
+    def _hand_written_inits() -> list[type]:
+        """Every dataclass of the package whose ``__init__`` is written by hand
+        (``init=False``: generating one costs a compile() at import)."""
+        import dataclasses
+        import importlib
+        import pkgutil
+
+        import alltoken
+
+        found = []
+        for info in pkgutil.iter_modules(alltoken.__path__, "alltoken."):
+            module = importlib.import_module(info.name)
+            for c in vars(module).values():
+                if (isinstance(c, type) and c.__module__ == module.__name__
+                        and dataclasses.is_dataclass(c)
+                        and not c.__dataclass_params__.init):  # type: ignore[attr-defined]
+                    found.append(c)
+        return found
+
+    def test_hand_written_inits_take_the_fields_as_a_generated_one_would(self) -> None:
+        import dataclasses
+        import inspect
+
+        classes = self._hand_written_inits()
+        assert {ChatCompletionChunk, ChunkChoice, Delta, Cost, ErrorInfo} <= set(classes)
+        for cls in classes:
+            fs = [f for f in dataclasses.fields(cls) if f.init]
+            params = list(inspect.signature(cls).parameters.values())
+            assert [p.name for p in params] == [f.name for f in fs], cls
+            assert {p.kind for p in params} == {inspect.Parameter.POSITIONAL_OR_KEYWORD}, cls
+            for p, f in zip(params, fs):
+                if f.default_factory is not dataclasses.MISSING:
+                    # None stands for "make a new one", as the generated sentinel does.
+                    assert p.default is None, (cls, f.name)
+                    made = [getattr(cls(), f.name) for _ in range(2)]
+                    assert made[0] == f.default_factory() and made[0] is not made[1]
+                elif f.default is not dataclasses.MISSING:
+                    assert p.default is f.default, (cls, f.name)
+                    assert getattr(cls(), f.name) is f.default
+                elif f.name not in getattr(cls, "__slots__", ()):
+                    # (A slotted class cannot declare a field's default on the class,
+                    # so only its __init__ states it: sse.ServerSentEvent's event and id.)
+                    assert p.default is inspect.Parameter.empty, (cls, f.name)
+            given = [object() for _ in fs]
+            by_position = cls(*given)
+            by_name = cls(**{f.name: v for f, v in zip(fs, given)})
+            for f, v in zip(fs, given):
+                assert getattr(by_position, f.name) is v and getattr(by_name, f.name) is v
+
     def test_every_response_type_is_a_dataclass_with_a_readable_repr(self) -> None:
         import dataclasses
 
