@@ -8,13 +8,16 @@ Builds (once) and re-runs itself under ``benchmarks/.venv``, which holds the pee
 (``openai``, ``httpx`` + ``httpx-sse``, ``requests`` + ``sseclient-py``,
 ``launchdarkly-eventsource``); alltoken is always imported from this checkout. One
 server process (``server.py``) serves every client the same generated chat stream over
-loopback, HTTP/1.1 with chunked encoding. Measured, each against a baseline of the same
-run:
+loopback, HTTP/1.1 with chunked encoding, over plain HTTP and, on a second port, over TLS.
+Measured, each against a baseline of the same run:
 
 1. SSE parse throughput (``bench_sse.py``, with its correctness check);
 2. end-to-end stream throughput, chunks/s and CPU s per 1,000 chunks, each client's text
    checked against the corpus (limit row: ``http.client`` + ``read1`` + split +
-   ``json.loads``);
+   ``json.loads``), over HTTP and over HTTPS: a throwaway CA and a certificate for
+   127.0.0.1 made at run time (``certs.py``) into a temporary directory, the CA passed to
+   every client explicitly, verification on (skipped, with the reason, when no
+   certificate can be made);
 3. time to first token, server write to client yield, p50/p99;
 4. abort latency, ``signal.set()`` (or the peer's nearest equivalent) to the iteration
    ending, p50/p99, and whether the socket was closed;
@@ -52,6 +55,7 @@ import statistics
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -65,6 +69,7 @@ for _p in (str(HERE), str(ROOT)):
     sys.path.insert(0, _p)  # ROOT first: the alltoken of this checkout, never an installed one
 
 import bench_sse  # noqa: E402
+import certs  # noqa: E402
 import clients  # noqa: E402
 import concurrency  # noqa: E402
 import peers  # noqa: E402
@@ -82,6 +87,8 @@ ORDER = ["limit", "alltoken", "alltoken events()", "openai", "httpx-sse", "ssecl
 PARSER_COLUMN = {"limit row": "limit"}
 #: Bytes a chunk of memory growth over the limit row's that still count as none.
 MEMORY_SLACK = 8.0
+#: Part 2's results keys, with their transport.
+E2E_PARTS = (("e2e", "http"), ("e2e_tls", "https"))
 
 
 class Settings:
@@ -149,6 +156,22 @@ def throughput(cs: list[clients.Client], repeats: int) -> dict[str, dict[str, An
                    json_chunks=n_json)
         if "best_s" in limit:
             row["x_limit"] = limit["best_s"] / best
+    return out
+
+
+def unverified(tls_base: str, names: list[str]) -> list[str]:
+    """The clients that stream from the TLS port without being given its CA (none should:
+    the server's certificate is signed by a throwaway CA that only they are told of)."""
+    cs, _ = clients.make_clients(tls_base, names)
+    out = []
+    for c in cs:
+        try:
+            c.stream("short")
+        except Exception:  # refused the certificate, as it must
+            pass
+        else:
+            out.append(c.name)
+        c.close()
     return out
 
 
@@ -389,8 +412,9 @@ def _top(prof: cProfile.Profile, n: int = 12) -> list[dict[str, Any]]:
     return [{"by": "cumulative", "rows": cum}, {"by": "own time", "rows": own}]
 
 
-def profile_stream(server: Server, mode: str, runs: int) -> list[dict[str, Any]]:
-    c = clients.AllTokenClient(server.base)
+def profile_stream(base: str, mode: str, runs: int, ca: Optional[str] = None
+                   ) -> list[dict[str, Any]]:
+    c = clients.AllTokenClient(base, ca)
     c.stream(mode)
     prof = cProfile.Profile()
     prof.enable()
@@ -587,21 +611,30 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
                               + f"{mine:.2f}x limit"
                               + (f"; peers as fast or faster: {', '.join(faster)}"
                                  if faster else "; ahead of every peer")})
-    e2e = res.get("e2e", {})
-    a = e2e.get("alltoken", {})
-    if "x_limit" in a:
+    # Without a peer (--no-peers) there is nothing to compare with.
+    with_peers = any(k not in ("limit", "alltoken") for k in res.get("e2e", {}))
+    for part, transport in E2E_PARTS:
+        if part not in res or not with_peers:
+            continue
+        e2e = res[part]
+        target = f"end-to-end chunks/s >= 1.1x the fastest peer ({transport})"
+        if "skipped" in e2e:
+            out.append({"target": target, "met": False,
+                        "figure": f"not measured: {e2e['skipped']}"})
+            continue
+        a = e2e.get("alltoken", {})
         peers_cs = {k: v["chunks_s"] for k, v in e2e.items()
                     if k not in ("limit", "alltoken") and "chunks_s" in v}
-        best_peer = max(peers_cs.values(), default=0.0)
-        ratio = a["chunks_s"] / best_peer if best_peer else float("inf")
-        faster = [k for k, v in peers_cs.items() if v * 1.1 > a["chunks_s"]]
-        out.append({"target": "end-to-end chunks/s >= 1.1x the fastest peer",
-                    "met": ratio >= 1.1,
-                    "figure": f"{a['x_limit']:.2f}x limit, {ratio:.2f}x the fastest peer"
-                              + (f"; within 1.1x: {', '.join(faster)}" if faster else "")})
-    elif "e2e" in res:
-        out.append({"target": "end-to-end chunks/s >= 0.75x the limit row", "met": False,
-                    "figure": a.get("wrong", "not measured")})
+        if "x_limit" not in a:
+            out.append({"target": target, "met": False,
+                        "figure": a.get("wrong", "alltoken not measured")})
+        elif peers_cs:
+            best_peer = max(peers_cs.values())
+            ratio = a["chunks_s"] / best_peer
+            faster = [k for k, v in peers_cs.items() if v * 1.1 > a["chunks_s"]]
+            out.append({"target": target, "met": ratio >= 1.1,
+                        "figure": f"{a['x_limit']:.2f}x limit, {ratio:.2f}x the fastest peer"
+                                  + (f"; within 1.1x: {', '.join(faster)}" if faster else "")})
     t = res.get("ttft", {}).get("alltoken", {})
     if "p50_minus_limit_ms" in t:
         out.append({"target": "TTFT p50 within 0.5 ms of the limit row",
@@ -691,22 +724,28 @@ def table(res: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                 return "WRONG"
             return f"{r['mb_s']:.2f}" if "mb_s" in r else "T/O"
         add(f"1 SSE 1-byte feeding {case}, MB/s", mb_cell)
-    e2e, tt, ab, cs, mem = (res.get(k, {}) for k in ("e2e", "ttft", "abort", "cold_start",
-                                                       "memory"))
+    tt, ab, cs, mem = (res.get(k, {}) for k in ("ttft", "abort", "cold_start", "memory"))
 
-    def e(c: str, key: str, fmt: str) -> str:
-        r = e2e.get(c)
-        if r is None:
-            return ""
-        if "wrong" in r:
-            return "WRONG"
-        return _f(r.get(key), fmt)
+    def e2e_cell(part: str, key: str, fmt: str) -> Callable[[str], str]:
+        """A cell of part 2 over one transport; key "" for the text check."""
+        rows: dict[str, Any] = res.get(part, {})
 
-    add("2 e2e text complete", lambda c: "" if c not in e2e else
-        "WRONG" if "wrong" in e2e[c] else "ok")
-    add("2 e2e chunks/s", lambda c: e(c, "chunks_s", ",.0f"))
-    add("2 e2e x limit", lambda c: e(c, "x_limit", ".2f"))
-    add("2 e2e CPU s / 1000 chunks", lambda c: e(c, "cpu_s_per_1000", ".4f"))
+        def e(c: str) -> str:
+            r = rows.get(c)
+            if r is None:
+                return ""
+            if "wrong" in r or "failed" in r:
+                return "WRONG" if "wrong" in r else "failed"
+            return "ok" if not key else _f(r.get(key), fmt)
+
+        return e
+
+    for part, transport in E2E_PARTS:
+        add(f"2 e2e text complete ({transport})", e2e_cell(part, "", ""))
+        add(f"2 e2e chunks/s ({transport})", e2e_cell(part, "chunks_s", ",.0f"))
+        add(f"2 e2e x limit ({transport})", e2e_cell(part, "x_limit", ".2f"))
+        add(f"2 e2e CPU s / 1000 chunks ({transport})",
+            e2e_cell(part, "cpu_s_per_1000", ".4f"))
 
     def cell(rows: dict[str, Any], c: str, key: str, fmt: str) -> str:
         r = rows.get(c)
@@ -783,6 +822,12 @@ def print_table(res: dict[str, Any]) -> None:
         print("  1: the SSE limit row's time over the parser's (bench_sse.py table 1); growth k: "
               "time ~ size**k fed one byte a call\n     (1 linear, 2 quadratic; T/O: a size ran "
               "over its budget); bench_sse.py's full report: benchmarks/results/sse.txt")
+    skipped = res.get("e2e_tls", {}).get("skipped")
+    if skipped:
+        print(f"  2: TLS mode skipped: {skipped}")
+    elif res.get("e2e_tls"):
+        print(f"  2: over HTTP and over HTTPS ({meta.get('tls')}); x limit: the limit row's "
+              "best time over the same transport over the client's")
     cs = res.get("cold_start", {})
     if "floor" in cs and "median_ms" in cs["floor"]:
         print(f"  cold start floor {cs['floor']['median_ms']:.1f} ms, bare interpreter "
@@ -802,11 +847,11 @@ def print_table(res: dict[str, Any]) -> None:
         print("  7 concurrency - what was done, and what happened:")
         for line in concurrency.notes(res["concurrency"]):
             print(f"    {line}")
-    wrong = [(k, name, r["wrong"]) for k in ("e2e", "memory")
-             for name, r in res.get(k, {}).items() if "wrong" in r]
+    wrong = [(k, name, r["wrong"]) for k in ("e2e", "e2e_tls", "memory")
+             for name, r in res.get(k, {}).items() if isinstance(r, dict) and "wrong" in r]
     for part, name, why in wrong:
         print(f"  WRONG ({part}) {name}: {why}")
-    for part in ("e2e", "ttft", "cold_start", "memory"):
+    for part in ("e2e", "e2e_tls", "ttft", "cold_start", "memory"):
         for name, r in res.get(part, {}).items():
             if isinstance(r, dict) and "failed" in r:
                 print(f"  failed ({part}) {name}: {r['failed']}")
@@ -886,8 +931,9 @@ def svg(res: dict[str, Any]) -> str:
         if bars:
             groups.append((title, bars))
 
-    group("End-to-end chunks/s (client / limit row)", "e2e", lambda r: r.get("x_limit"),
-          lambda r: f"{r['chunks_s'] / 1000:.0f}k chunks/s")
+    for part, transport in E2E_PARTS:
+        group(f"End-to-end chunks/s over {transport.upper()} (client / limit row)", part,
+              lambda r: r.get("x_limit"), lambda r: f"{r['chunks_s'] / 1000:.0f}k chunks/s")
     lim = res.get("ttft", {}).get("limit", {}).get("p50_ms")
     if lim:
         group("Time to first token, p50 (limit row / client)", "ttft",
@@ -1096,13 +1142,41 @@ def main(argv: Optional[list[str]] = None) -> int:
     lengths = s.memory_lengths
     names = list(clients.CLIENTS) if use_peers else ["limit", "alltoken"]
     profiles: dict[str, Any] = {}
-    with Server(prepare=lengths if 6 in parts else ()) as server:
+    # Part 2's TLS mode: a throwaway CA and server certificate, gone with the directory.
+    tls_dir = contextlib.ExitStack()
+    tls: Optional[certs.Certs] = None
+    tls_why = tls_note = ""
+    if 2 in parts:
+        tls, tls_why = certs.make(tls_dir.enter_context(
+            tempfile.TemporaryDirectory(prefix="alltoken-bench-tls-")))
+        tls_note = (f"TLS mode skipped: {tls_why}" if tls is None else
+                    f"a throwaway CA and a certificate for 127.0.0.1 made by {tls.how}, the "
+                    "CA passed to every client, verification on")
+        if tls is None:
+            log(tls_note)
+    with tls_dir, Server(prepare=lengths if 6 in parts else (),
+                         tls=None if tls is None else (tls.cert, tls.key)) as server:
         cs, missing = clients.make_clients(server.base, names)
         if not use_peers:
             missing = {"peers": note or "--no-peers"}
         names = [c.name for c in cs]
-        if step(2, f" ({s.e2e_repeats} interleaved runs): {', '.join(names)}"):
+        if step(2, f" ({s.e2e_repeats} interleaved runs, HTTP"
+                   f"{'' if tls is None else ' then HTTPS'}): {', '.join(names)}"):
             res["e2e"] = throughput(cs, s.e2e_repeats)
+            if tls is None or server.tls_base is None:
+                res["e2e_tls"] = {"skipped": tls_why or "the server has no TLS port"}
+            else:
+                bad = unverified(server.tls_base, names)
+                tls_cs, tls_missing = clients.make_clients(server.tls_base, names, tls.ca)
+                res["e2e_tls"] = throughput([c for c in tls_cs if c.name not in bad],
+                                            s.e2e_repeats)
+                for name in bad:
+                    res["e2e_tls"][name] = {"wrong": "streamed without being given the CA: "
+                                                     "the certificate was not verified"}
+                for name, why in tls_missing.items():
+                    res["e2e_tls"][name] = {"failed": why}
+                for c in tls_cs:
+                    c.close()
         if step(3, f" ({s.ttft_runs} interleaved runs each)"):
             res["ttft"] = ttft(cs, s.ttft_runs)
         if step(4, f" (up to {s.abort_trials} interleaved runs each)"):
@@ -1131,6 +1205,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             "ttft_gap_s": TTFT_GAP, "ttft_pause_s": TTFT_PAUSE,
             "abort_trials": s.abort_trials, "abort_read_timeout_s": clients.ABORT_TIMEOUT,
             "cold_runs": s.cold_runs, "memory_lengths": list(lengths),
+            "tls": tls_note,
             "concurrency_ns": list(conc_ns),
             "versions": versions, "heavy_imports": heavy_imports(),
         }
@@ -1143,11 +1218,17 @@ def main(argv: Optional[list[str]] = None) -> int:
         def want(part: int, word: str) -> bool:
             return part in parts and (args.profile or any(word in t for t in missed))
 
-        if want(2, "end-to-end") or want(3, "TTFT") or want(5, "cold") or want(6, "memory"):
+        e2e_http = want(2, "end-to-end chunks/s >= 1.1x the fastest peer (http)")
+        e2e_https = (want(2, "end-to-end chunks/s >= 1.1x the fastest peer (https)")
+                     and tls is not None and server.tls_base is not None)
+        if e2e_http or e2e_https or want(3, "TTFT") or want(5, "cold") or want(6, "memory"):
             log("profiling alltoken" + (" (targets missed)" if missed else ""))
-        if want(2, "end-to-end"):
-            profiles["end-to-end throughput"] = [*profile_stream(server, "stream", 20),
+        if e2e_http:
+            profiles["end-to-end throughput"] = [*profile_stream(server.base, "stream", 20),
                                                  *spy_stream(server, 4 if args.quick else 10)]
+        if e2e_https and tls is not None and server.tls_base is not None:
+            profiles["end-to-end throughput over HTTPS"] = profile_stream(
+                server.tls_base, "stream", 20, tls.ca)
         if want(3, "TTFT"):
             profiles["TTFT"] = profile_first(server, 30)
         if want(5, "cold start"):
