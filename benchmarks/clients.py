@@ -576,10 +576,17 @@ def expected_text(n: int) -> tuple[str, int]:
 
 # -- cold start ---------------------------------------------------------------------------
 
+#: The cold-start floor: the standard-library modules a client of alltoken's contract
+#: needs (HTTP, JSON, TLS on by default, a ``threading.Event`` abort signal, dataclass
+#: events), imported by a fresh interpreter.
+FLOOR = "import http.client, json, ssl, threading, dataclasses"
+
 #: A fresh interpreter runs each of these with ``-c``; ``{url}`` is the base URL of
-#: ``/short`` and ``{text}`` the content it must read.
+#: ``/short`` and ``{text}`` the content it must read. ``floor`` and ``alltoken import``
+#: only import; the others (one per client) import and stream one short answer.
 COLD: dict[str, str] = {
-    "floor": "import http.client, json",
+    "floor": FLOOR,
+    "alltoken import": "import alltoken",
     "limit": (
         "import http.client, json\n"
         "c = http.client.HTTPConnection({host!r}, {port})\n"
