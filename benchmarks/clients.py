@@ -410,7 +410,10 @@ class HttpxSSEClient(Client):
             for _ in es.iter_sse():
                 pass
 
-        return Aborter(iterate, es.response.close, lambda: cm.__exit__(None, None, None))
+        def cleanup() -> None:
+            cm.__exit__(None, None, None)
+
+        return Aborter(iterate, es.response.close, cleanup)
 
     def close(self) -> None:
         self.client.close()
@@ -567,7 +570,7 @@ def expected_text(n: int) -> tuple[str, int]:
     of JSON chunks in it (the truth, from the generator)."""
     import corpus
 
-    parts = []
+    parts: list[str] = []
     events = corpus.chat_events(n)
     for e in events:
         _content(json.loads(e), parts)

@@ -699,7 +699,7 @@ def _f(v: Optional[float], fmt: str) -> str:
 def table(res: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Rows of (label, cell per column of ORDER)."""
     cols = [c for c in ORDER if c in res["columns"]]
-    sse = {}
+    sse: dict[str, dict[str, Any]] = {}
     for r in res.get("sse", {}).get("throughput", []):
         sse.setdefault(r["corpus"], {})[PARSER_COLUMN.get(r["parser"], r["parser"])] = r
     rows: list[list[str]] = []
@@ -824,7 +824,10 @@ def table(res: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         return f"{r[str(n)]['hwm_kb'] / 1024:.1f}"
 
     for n in lengths:
-        add(f"6 peak RSS MB, {n // 1000}k chunks", lambda c, n=n: m(c, n))
+        def rss(c: str, n: int = n) -> str:
+            return m(c, n)
+
+        add(f"6 peak RSS MB, {n // 1000}k chunks", rss)
     add("6 growth B/chunk beyond text", lambda c: m(c, None))
     for label, cells in concurrency.rows(res.get("concurrency", {})):
         def conc_cell(c: str, cells: dict[str, str] = cells) -> str:
@@ -1128,12 +1131,12 @@ def main(argv: Optional[list[str]] = None) -> int:
                    help="run nothing: print the table and draw the chart of a saved result")
     args = p.parse_args(args_in)
     if args.from_json:
-        res = json.loads(Path(args.from_json).read_text())
-        print_table(res)
-        print_profiles(res.get("profiles", {}))
+        saved: dict[str, Any] = json.loads(Path(args.from_json).read_text())
+        print_table(saved)
+        print_profiles(saved.get("profiles", {}))
         if not args.no_svg:
             chart = Path(args.svg) if args.svg else RESULTS / "performance.svg"
-            chart.write_text(svg(res))
+            chart.write_text(svg(saved))
             print(f"\nwrote {chart}")
         return 0
     try:
