@@ -21,6 +21,15 @@ POST a chat request, iterate the streamed chunks, and read each chunk's
 The peers stop at ``data: [DONE]`` and close the response, as their users do; alltoken
 and the limit row read to the end of the body (the cost comment follows ``[DONE]``).
 
+Over TLS (an ``https://`` base URL and ``ca``, the PEM file of the CA that signed the
+server's certificate), each client is told to trust that CA its own way, verification on:
+the limit row ``HTTPSConnection(context=ssl.create_default_context(cafile=ca))``;
+alltoken ``AllToken(ca_file=ca)``; openai ``OpenAI(http_client=DefaultHttpxClient(
+verify=context))``; httpx-sse ``httpx.Client(verify=context)`` (httpx deprecates a path
+for ``verify=``); sseclient-py ``session.post(..., verify=ca)`` (per request: requests
+lets ``REQUESTS_CA_BUNDLE`` override ``Session.verify``); launchdarkly
+``urllib3.PoolManager(ca_certs=ca)``.
+
 Also here: the cold-start programs (:data:`COLD`), and the memory probe, run in a fresh
 interpreter: ``python clients.py --memory NAME BASE MODE`` prints a JSON line with the
 peak RSS after streaming MODE and the bytes of text the client holds at that moment.
@@ -32,6 +41,7 @@ import hashlib
 import http.client
 import json
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -90,10 +100,17 @@ class Client:
     #: what the abort test does for this client
     abort_how = ""
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, ca: Optional[str] = None) -> None:
         self.base = base
         host, _, port = base.split("//")[1].partition(":")
         self.host, self.port = host, int(port)
+        self.tls = base.startswith("https:")
+        #: the CA file to trust over TLS (None: the system's)
+        self.ca = ca
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A verifying context that trusts :attr:`ca`."""
+        return ssl.create_default_context(cafile=self.ca)
 
     def stream(self, mode: str) -> Result:
         raise NotImplementedError
@@ -135,9 +152,16 @@ class Limit(Client):
     name = "limit"
     abort_how = "sock.shutdown(SHUT_RDWR) from another thread"
 
-    def __init__(self, base: str) -> None:
-        super().__init__(base)
-        self.conn = http.client.HTTPConnection(self.host, self.port)
+    def __init__(self, base: str, ca: Optional[str] = None) -> None:
+        super().__init__(base, ca)
+        self.context = self.ssl_context() if self.tls else None
+        self.conn = self._connection()
+
+    def _connection(self, timeout: Optional[float] = None) -> http.client.HTTPConnection:
+        if self.context is not None:
+            return http.client.HTTPSConnection(self.host, self.port, timeout=timeout,
+                                               context=self.context)
+        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
 
     def _open(self, mode: str, conn: Optional[http.client.HTTPConnection] = None
               ) -> http.client.HTTPResponse:
@@ -165,7 +189,7 @@ class Limit(Client):
         return Result(parts, n)
 
     def first(self, mode: str) -> tuple[int, int]:
-        conn = http.client.HTTPConnection(self.host, self.port)
+        conn = self._connection()
         try:
             resp = self._open(mode, conn)
             buf = b""
@@ -178,7 +202,7 @@ class Limit(Client):
             conn.close()
 
     def silent(self, mode: str) -> Aborter:
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=ABORT_TIMEOUT)
+        conn = self._connection(ABORT_TIMEOUT)
         resp = self._open(mode, conn)
         sock = conn.sock
         assert sock is not None
@@ -203,12 +227,13 @@ class AllTokenClient(Client):
     name = "alltoken"
     abort_how = "signal.set() (the signal= argument, a threading.Event)"
 
-    def __init__(self, base: str) -> None:
-        super().__init__(base)
+    def __init__(self, base: str, ca: Optional[str] = None) -> None:
+        super().__init__(base, ca)
         import alltoken
 
         self.mod = alltoken
         self.clients: dict[str, Any] = {}
+        self.tls_options: dict[str, Any] = {"ca_file": ca} if self.tls else {}
 
     def version(self) -> str:
         return f"alltoken {self.mod.__version__} ({Path(self.mod.__file__).parent})"
@@ -217,7 +242,7 @@ class AllTokenClient(Client):
         c = self.clients.get(mode)
         if c is None:
             c = self.clients[mode] = self.mod.AllToken(api_key="k", base_url=f"{self.base}/{mode}",
-                                                       timeout=60.0)
+                                                       timeout=60.0, **self.tls_options)
         return c
 
     def stream(self, mode: str) -> Result:
@@ -246,7 +271,7 @@ class AllTokenClient(Client):
     def silent(self, mode: str) -> Aborter:
         signal = threading.Event()
         c = self.mod.AllToken(api_key="k", base_url=f"{self.base}/{mode}",
-                              timeout=ABORT_TIMEOUT)
+                              timeout=ABORT_TIMEOUT, **self.tls_options)
         s = c.chat.completions.create(model="m", messages=MESSAGES, stream=True,
                                       signal=signal)
 
@@ -274,8 +299,8 @@ class OpenAIClient(Client):
     abort_how = ("no abort API; nearest equivalent: Stream.close() from another thread "
                  "(closes the httpx response)")
 
-    def __init__(self, base: str) -> None:
-        super().__init__(base)
+    def __init__(self, base: str, ca: Optional[str] = None) -> None:
+        super().__init__(base, ca)
         import openai
 
         self.mod = openai
@@ -285,8 +310,12 @@ class OpenAIClient(Client):
         key = f"{mode} {timeout}"
         c = self.clients.get(key)
         if c is None:
+            tls: dict[str, Any] = {}
+            if self.tls:
+                tls["http_client"] = self.mod.DefaultHttpxClient(verify=self.ssl_context(),
+                                                                 timeout=timeout)
             c = self.clients[key] = self.mod.OpenAI(api_key="k", base_url=f"{self.base}/{mode}",
-                                                    max_retries=0, timeout=timeout)
+                                                    max_retries=0, timeout=timeout, **tls)
         return c
 
     def stream(self, mode: str) -> Result:
@@ -338,14 +367,15 @@ class HttpxSSEClient(Client):
     abort_how = ("no abort API; nearest equivalent: EventSource.response.close() from "
                  "another thread")
 
-    def __init__(self, base: str) -> None:
-        super().__init__(base)
+    def __init__(self, base: str, ca: Optional[str] = None) -> None:
+        super().__init__(base, ca)
         import httpx
         from httpx_sse import connect_sse
 
         self.connect_sse = connect_sse
-        self.client = httpx.Client(timeout=60.0)
-        self.abort_client = httpx.Client(timeout=ABORT_TIMEOUT)
+        tls: dict[str, Any] = {"verify": self.ssl_context()} if self.tls else {}
+        self.client = httpx.Client(timeout=60.0, **tls)
+        self.abort_client = httpx.Client(timeout=ABORT_TIMEOUT, **tls)
 
     def stream(self, mode: str) -> Result:
         parts: list[str] = []
@@ -380,7 +410,10 @@ class HttpxSSEClient(Client):
             for _ in es.iter_sse():
                 pass
 
-        return Aborter(iterate, es.response.close, lambda: cm.__exit__(None, None, None))
+        def cleanup() -> None:
+            cm.__exit__(None, None, None)
+
+        return Aborter(iterate, es.response.close, cleanup)
 
     def close(self) -> None:
         self.client.close()
@@ -396,17 +429,21 @@ class RequestsSSEClient(Client):
     abort_how = ("no abort API; nearest equivalent: SSEClient.close() (= the requests "
                  "response's close()) from another thread")
 
-    def __init__(self, base: str) -> None:
-        super().__init__(base)
+    def __init__(self, base: str, ca: Optional[str] = None) -> None:
+        super().__init__(base, ca)
         import requests
         import sseclient
 
         self.sseclient = sseclient
         self.session = requests.Session()
+        # Per request: requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override
+        # Session.verify, not a request's verify=.
+        self.options: dict[str, Any] = {"verify": ca} if self.tls and ca is not None else {}
 
     def _post(self, mode: str, timeout: float = 60.0) -> Any:
         r = self.session.post(f"{self.base}/{mode}/chat/completions", data=BODY,
-                              headers=JSON_HEADERS, stream=True, timeout=timeout)
+                              headers=JSON_HEADERS, stream=True, timeout=timeout,
+                              **self.options)
         r.raise_for_status()
         return r
 
@@ -453,15 +490,15 @@ class LaunchDarklyClient(Client):
     dists = ("launchdarkly-eventsource",)
     abort_how = "SSEClient.close() from another thread (resp.shutdown(), then close)"
 
-    def __init__(self, base: str) -> None:
-        super().__init__(base)
+    def __init__(self, base: str, ca: Optional[str] = None) -> None:
+        super().__init__(base, ca)
         import urllib3
         from ld_eventsource import SSEClient
         from ld_eventsource.config import ConnectStrategy, ErrorStrategy
 
         self.SSEClient, self.ConnectStrategy, self.ErrorStrategy = (
             SSEClient, ConnectStrategy, ErrorStrategy)
-        self.pool = urllib3.PoolManager()
+        self.pool = urllib3.PoolManager(ca_certs=ca) if self.tls else urllib3.PoolManager()
 
     def _client(self, mode: str, timeout: float = 60.0) -> Any:
         connect = self.ConnectStrategy.http(
@@ -512,16 +549,17 @@ CLIENTS: dict[str, type[Client]] = {
 }
 
 
-def make_clients(base: str, names: Optional[list[str]] = None
+def make_clients(base: str, names: Optional[list[str]] = None, ca: Optional[str] = None
                  ) -> tuple[list[Client], dict[str, str]]:
-    """The clients that can be built here, and why each other one cannot."""
+    """The clients that can be built here, and why each other one cannot; *ca*: the CA
+    file every client trusts over TLS (an ``https://`` *base*)."""
     made: list[Client] = []
     missing: dict[str, str] = {}
     for name, cls in CLIENTS.items():
         if names is not None and name not in names:
             continue
         try:
-            made.append(cls(base))
+            made.append(cls(base, ca))
         except Exception as exc:  # an absent peer is reported, not fatal
             missing[name] = f"{type(exc).__name__}: {exc}"[:120]
     return made, missing
@@ -532,7 +570,7 @@ def expected_text(n: int) -> tuple[str, int]:
     of JSON chunks in it (the truth, from the generator)."""
     import corpus
 
-    parts = []
+    parts: list[str] = []
     events = corpus.chat_events(n)
     for e in events:
         _content(json.loads(e), parts)
@@ -541,10 +579,17 @@ def expected_text(n: int) -> tuple[str, int]:
 
 # -- cold start ---------------------------------------------------------------------------
 
+#: The cold-start floor: the standard-library modules a client of alltoken's contract
+#: needs (HTTP, JSON, TLS on by default, a ``threading.Event`` abort signal, dataclass
+#: events), imported by a fresh interpreter.
+FLOOR = "import http.client, json, ssl, threading, dataclasses"
+
 #: A fresh interpreter runs each of these with ``-c``; ``{url}`` is the base URL of
-#: ``/short`` and ``{text}`` the content it must read.
+#: ``/short`` and ``{text}`` the content it must read. ``floor`` and ``alltoken import``
+#: only import; the others (one per client) import and stream one short answer.
 COLD: dict[str, str] = {
-    "floor": "import http.client, json",
+    "floor": FLOOR,
+    "alltoken import": "import alltoken",
     "limit": (
         "import http.client, json\n"
         "c = http.client.HTTPConnection({host!r}, {port})\n"

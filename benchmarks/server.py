@@ -1,11 +1,14 @@
 """The benchmark server: a raw HTTP/1.1 server over loopback, chunked encoding, in its own
 process, one behaviour per path. Standard library only.
 
-    python3 benchmarks/server.py PORT_FILE      # serve until killed (Server starts it)
+    python3 benchmarks/server.py PORT_FILE [CERT KEY]   # serve until killed (Server
+                                                        # starts it)
 
 Every client of the suite gets the same bytes. A client's base URL is
 ``http://127.0.0.1:PORT/MODE`` and it POSTs to ``/MODE/chat/completions`` (the path
 ``openai`` and ``alltoken`` append to a base URL); the request body is read and ignored.
+Given a certificate and its key (PEM files), the server also serves every path over TLS
+on a second port (``https://127.0.0.1:TLS_PORT/MODE``), from the same process.
 
 - ``/stream``: the chat corpus of ``corpus.py`` (3,000 delta chunks, usage, ``[DONE]``,
   the cost comment), cut into 1460-byte HTTP chunks, sent at full speed.
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -143,22 +147,54 @@ def _handle(conn: socket.socket) -> None:
             return
 
 
-def serve(port_file: str) -> None:
-    listener = socket.create_server(("127.0.0.1", 0), backlog=64)
-    Path(port_file).write_text(str(listener.getsockname()[1]))
+def _handle_tls(conn: socket.socket, ctx: ssl.SSLContext) -> None:
+    """:func:`_handle` over TLS; the handshake is done here, in the connection's thread.
+    A client that hangs up without a TLS close (the peers stop at ``[DONE]``) ends the
+    connection quietly."""
+    try:
+        tls = ctx.wrap_socket(conn, server_side=True)
+    except OSError:
+        conn.close()
+        return
+    try:
+        _handle(tls)
+    except OSError:
+        pass
+
+
+def _accept(listener: socket.socket, ctx: Optional[ssl.SSLContext]) -> None:
     while True:
         conn, _ = listener.accept()
-        threading.Thread(target=_handle, args=(conn,), daemon=True).start()
+        target, args = (_handle, (conn,)) if ctx is None else (_handle_tls, (conn, ctx))
+        threading.Thread(target=target, args=args, daemon=True).start()
+
+
+def serve(port_file: str, cert: Optional[str] = None, key: Optional[str] = None) -> None:
+    """Serve until killed; write the port (and, with *cert* and *key*, the TLS port after
+    a space) to *port_file*."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+    ports = str(listener.getsockname()[1])
+    if cert is not None and key is not None:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        tls_listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+        ports += f" {tls_listener.getsockname()[1]}"
+        threading.Thread(target=_accept, args=(tls_listener, ctx), daemon=True).start()
+    Path(port_file).write_text(ports)
+    _accept(listener, None)
 
 
 class Server:
-    """The server in a child process (``python server.py PORT_FILE``)."""
+    """The server in a child process (``python server.py PORT_FILE [CERT KEY]``); with
+    *tls* (certificate and key files), also over TLS on :attr:`tls_port`."""
 
-    def __init__(self, python: str = sys.executable, prepare: tuple[int, ...] = ()) -> None:
+    def __init__(self, python: str = sys.executable, prepare: tuple[int, ...] = (),
+                 tls: Optional[tuple[str, str]] = None) -> None:
         port_file = HERE / "results" / f".port-{id(self)}"
         port_file.parent.mkdir(exist_ok=True)
         port_file.unlink(missing_ok=True)
-        self.proc = subprocess.Popen([python, str(Path(__file__).resolve()), str(port_file)])
+        self.proc = subprocess.Popen([python, str(Path(__file__).resolve()), str(port_file),
+                                      *(tls or ())])
         for _ in range(1000):
             if port_file.exists() and port_file.read_text():
                 break
@@ -166,14 +202,22 @@ class Server:
         else:
             self.close()
             raise RuntimeError("the benchmark server did not start")
-        self.port = int(port_file.read_text())
+        ports = [int(p) for p in port_file.read_text().split()]
         port_file.unlink(missing_ok=True)
+        self.port = ports[0]
+        #: the port of the same paths over TLS, or None without *tls*
+        self.tls_port: Optional[int] = ports[1] if len(ports) > 1 else None
         for n in prepare:  # build the long bodies now, not during a measurement
             self.fetch(f"n{n}")
 
     @property
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def tls_base(self) -> Optional[str]:
+        """The base URL over TLS, or None when the server was started without *tls*."""
+        return None if self.tls_port is None else f"https://127.0.0.1:{self.tls_port}"
 
     def url(self, mode: str) -> str:
         """The base URL of *mode* (clients append ``/chat/completions``)."""
@@ -207,4 +251,4 @@ class Server:
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1])
+    serve(*sys.argv[1:4])
