@@ -27,8 +27,7 @@ from __future__ import annotations
 import json
 import reprlib
 from dataclasses import dataclass, field, fields
-from decimal import Decimal, InvalidOperation
-from typing import Any, Callable, ClassVar, Final, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Final, Optional, Union
 
 from ._errors import EXCERPT_CHARS, ProtocolError, excerpt
 
@@ -52,8 +51,35 @@ __all__ = [
 ]
 
 
-#: ``Cost.cost`` when the trailer has none (a Decimal is immutable: one is shared).
-_ZERO: Final = Decimal(0)
+class _LazyModule:
+    """A module imported when one of its attributes is first read.
+
+    ``decimal`` (with ``numbers``, about 1.5 ms of a cold start) is needed only when a
+    cost trailer arrives, yet ``Cost``'s annotations must resolve at any time
+    (``typing.get_type_hints``): they name ``decimal.Decimal`` through this.
+    """
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(__import__(self._name), attr)
+
+    def __repr__(self) -> str:
+        return f"<module {self._name!r}, imported on first use>"
+
+
+if TYPE_CHECKING:
+    import decimal
+else:
+    decimal = _LazyModule("decimal")
+
+
+def _zero() -> decimal.Decimal:
+    """``Cost.cost`` when the trailer has none."""
+    return decimal.Decimal(0)
 
 
 # -- error-path helpers (never called while the input is well formed) --------------------
@@ -67,7 +93,8 @@ def _show(value: object) -> str:
     except (TypeError, ValueError, RecursionError):
         # A Decimal from the cost parser, or nesting deeper than the encoder allows:
         # fall back rather than fail while reporting a failure.
-        text = str(value) if type(value) is Decimal else f"<{type(value).__name__}>"
+        text = (str(value) if type(value).__module__ == "decimal"
+                else f"<{type(value).__name__}>")
     if len(text) > EXCERPT_CHARS:
         return f"{text[:EXCERPT_CHARS]}... ({len(text)} characters)"
     return text
@@ -678,9 +705,9 @@ class Cost(_Raw):
     through a ``float``. Token counts are ``int``.
     """
 
-    cost: Decimal = _ZERO
-    input_price: Optional[Decimal] = None
-    output_price: Optional[Decimal] = None
+    cost: decimal.Decimal = field(default_factory=_zero)
+    input_price: Optional[decimal.Decimal] = None
+    output_price: Optional[decimal.Decimal] = None
     prompt_tokens: Optional[int] = None
     completion_tokens: Optional[int] = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -688,11 +715,12 @@ class Cost(_Raw):
                         "completion_tokens"})
 
     def __init__(
-        self, cost: Decimal = _ZERO, input_price: Optional[Decimal] = None,
-        output_price: Optional[Decimal] = None, prompt_tokens: Optional[int] = None,
+        self, cost: Optional[decimal.Decimal] = None,
+        input_price: Optional[decimal.Decimal] = None,
+        output_price: Optional[decimal.Decimal] = None, prompt_tokens: Optional[int] = None,
         completion_tokens: Optional[int] = None, raw: Optional[dict[str, Any]] = None,
     ) -> None:
-        self.cost = cost
+        self.cost = _zero() if cost is None else cost
         self.input_price = input_price
         self.output_price = output_price
         self.prompt_tokens = prompt_tokens
@@ -718,19 +746,19 @@ class Cost(_Raw):
                    _count(o, "prompt_tokens"), _count(o, "completion_tokens"), o)
 
 
-def _money(obj: dict[str, Any], key: str) -> Optional[Decimal]:
+def _money(obj: dict[str, Any], key: str) -> Optional[decimal.Decimal]:
     value = obj.get(key)
     if value is None:
         return None
     kind = type(value)
     try:
-        if kind is Decimal:
-            money: Decimal = value
+        if kind is decimal.Decimal:
+            money: decimal.Decimal = value
         elif kind is str or kind is int:
-            money = Decimal(value)
+            money = decimal.Decimal(value)
         else:
-            raise InvalidOperation
-    except InvalidOperation:
+            raise decimal.InvalidOperation
+    except decimal.InvalidOperation:
         raise _bad(f"cost.{key}", "a decimal string or number", value) from None
     if not money.is_finite():
         raise _bad(f"cost.{key}", "a finite amount", value)
@@ -745,7 +773,7 @@ def _count(obj: dict[str, Any], key: str) -> Optional[int]:
         return value
     if type(value) is str and value.isdigit() and value.isascii():
         return int(value)
-    if (type(value) is Decimal and value.is_finite() and value >= 0
+    if (type(value) is decimal.Decimal and value.is_finite() and value >= 0
             and value.adjusted() < 19 and value == value.to_integral_value()):
         # 15.0: a whole number written as a float. Below 10**19 only: int() of 1e433333333
         # would build a number of a gigabyte (found by fuzz_chunk_json).
@@ -776,7 +804,7 @@ def parse_cost(text: str) -> Optional[Cost]:
     if not text.startswith("{"):
         return None
     try:
-        obj = json.loads(text, parse_float=Decimal)
+        obj = json.loads(text, parse_float=decimal.Decimal)
     except (ValueError, RecursionError, ArithmeticError):
         # ArithmeticError: decimal.InvalidOperation for a number Decimal cannot hold
         # (e.g. an exponent of 10**60), raised from inside json.loads (found by fuzzing).

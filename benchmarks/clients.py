@@ -584,12 +584,21 @@ def expected_text(n: int) -> tuple[str, int]:
 #: events), imported by a fresh interpreter.
 FLOOR = "import http.client, json, ssl, threading, dataclasses"
 
+#: Ends an import-only program as soon as its import returns: what follows, the
+#: interpreter's exit (a garbage collection of every module's objects), is not importing,
+#: and nobody waits for it (a Lambda or a server never exits between requests).
+AT_IMPORT_END = "\nimport os; os._exit(0)"
+
 #: A fresh interpreter runs each of these with ``-c``; ``{url}`` is the base URL of
 #: ``/short`` and ``{text}`` the content it must read. ``floor`` and ``alltoken import``
-#: only import; the others (one per client) import and stream one short answer.
+#: only import, and end there; the ``(exit included)`` pair is the same imports with a
+#: normal exit; the others (one per client) import and stream one short answer, exit
+#: included.
 COLD: dict[str, str] = {
-    "floor": FLOOR,
-    "alltoken import": "import alltoken",
+    "floor": FLOOR + AT_IMPORT_END,
+    "alltoken import": "import alltoken" + AT_IMPORT_END,
+    "floor (exit included)": FLOOR,
+    "alltoken import (exit included)": "import alltoken",
     "limit": (
         "import http.client, json\n"
         "c = http.client.HTTPConnection({host!r}, {port})\n"

@@ -29,3 +29,27 @@ def test_without_ssl_an_https_client_is_refused_at_construction_with_a_clear_err
         "print('http client made')\n")
     assert out.returncode == 0, out.stderr
     assert out.stdout == "APIConnectionError False True True\nhttp client made\n"
+
+
+def test_a_cold_import_leaves_out_what_only_some_streams_need() -> None:
+    # decimal (with numbers) is needed by a cost trailer only; Cost's annotations still
+    # resolve before it is imported, to the real class, and importing it then works.
+    out = run_python(
+        "import alltoken, typing\n"
+        "later = ('decimal', 'numbers', 'logging', 'gzip', 'asyncio',\n"
+        "         'alltoken._partial_json', 'alltoken.testing', 'alltoken.cli')\n"
+        "print([m for m in later if m in sys.modules])\n"
+        "hints = typing.get_type_hints(alltoken.Cost)\n"
+        "import decimal\n"
+        "print(hints['cost'] is decimal.Decimal,\n"
+        "      hints['input_price'] == typing.Optional[decimal.Decimal])\n"
+        "print(alltoken.Cost(), alltoken.Cost().cost is not alltoken.Cost().cost)\n"
+        "from alltoken._types import parse_cost\n"
+        "print(parse_cost('{\"cost\":\"0.0012\",\"prompt_tokens\":15}'))\n")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "[]", "True True",
+        "Cost(cost=Decimal('0'), input_price=None, output_price=None, prompt_tokens=None, "
+        "completion_tokens=None) True",
+        "Cost(cost=Decimal('0.0012'), input_price=None, output_price=None, prompt_tokens=15, "
+        "completion_tokens=None)"]
