@@ -85,7 +85,11 @@ DEFAULT_MAX_LINE_BYTES: Final = 16 * 1024 * 1024
 _BOM: Final = b"\xef\xbb\xbf"
 #: Every one-byte ``bytes`` but CR and LF. One hashed lookup (a one-byte ``bytes``
 #: caches its hash) tells feed() both that a piece is one byte and that it ends no line.
-_ONE_PLAIN_BYTE: Final = frozenset(bytes((b,)) for b in range(256) if b not in (10, 13))
+#: Made by slicing: CPython hands out one cached object per value for a one-byte slice
+#: of a ``bytes``, so a piece cut off a larger ``bytes`` is the very object in the set,
+#: and the lookup needs no comparison of bytes.
+_ONE_PLAIN_BYTE: Final = frozenset(bytes(range(256))[b : b + 1] for b in range(256)
+                                   if b not in (10, 13))
 #: A ``retry`` value longer than this is ignored: converting it to ``int`` would cost
 #: time quadratic in its length (CPython caps int-from-str at 4300 digits for that reason).
 _MAX_RETRY_DIGITS: Final = 4300
