@@ -425,9 +425,9 @@ class SSEDecoder:
                 line = b"".join(tail)
                 self._tail = []
                 self._tail_limit = self._max_line
+                self._interpret([line], out)
             else:
-                line = b""
-            self._interpret([line], out)
+                self._dispatch(out)  # a blank line
             self._between_events = not self._data and not self._event
             return out
         end = data.rfind(10)
