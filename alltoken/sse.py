@@ -16,13 +16,17 @@ the slow part of every pure-Python SSE parser.
   split point is always a character boundary for the decoder.
 * The bytes after the last line ending (the incomplete line) are held as a list of
   pieces, joined once, when the line ending arrives. A ``feed`` without a line ending
-  only appends to it and checks its length, so a line fed one byte at a time costs time
-  proportional to its length. The length is kept as a limit on the number of pieces
-  (the pieces held plus the bytes still allowed), so a one-byte piece costs no
-  arithmetic; after a one-byte feed, the next one is first looked up in the set of the
-  one-byte pieces that end no line, which answers "one byte" and "no line ending" at
-  once. A lone LF, the other half of 1-byte feeding, ends the incomplete line without
-  a search.
+  only appends to it and checks its length (or its room, below), so a line fed one byte
+  at a time costs time proportional to its length. The length is kept as a limit on
+  the number of pieces (the pieces held plus the bytes still allowed), so a one-byte
+  piece costs no arithmetic. After a one-byte feed the decoder holds the incomplete
+  line's *room*: an iterator that yields the set of the one-byte pieces that end no
+  line once for each piece the line may still take. The next feed is looked up in what
+  the room yields, which answers "one byte", "no line ending" and "within the limit"
+  at once; a room that has run out yields nothing, and the feed goes the general way,
+  which checks the length and makes a new room. A lone CR or LF, the other half of
+  1-byte feeding, leaves the room as it is (what is left of it is no more than a new
+  line has), and a lone LF ends the incomplete line without a search.
 * A ``feed`` with a line ending takes one of two paths, and which one depends only on
   the decoder's state and the bytes, never on how they were split:
 
@@ -85,7 +89,16 @@ DEFAULT_MAX_LINE_BYTES: Final = 16 * 1024 * 1024
 _BOM: Final = b"\xef\xbb\xbf"
 #: Every one-byte ``bytes`` but CR and LF. One hashed lookup (a one-byte ``bytes``
 #: caches its hash) tells feed() both that a piece is one byte and that it ends no line.
-_ONE_PLAIN_BYTE: Final = frozenset(bytes((b,)) for b in range(256) if b not in (10, 13))
+#: Made by slicing: CPython hands out one cached object per value for a one-byte slice
+#: of a ``bytes``, so a piece cut off a larger ``bytes`` is the very object in the set,
+#: and the lookup needs no comparison of bytes.
+_ONE_PLAIN_BYTE: Final = frozenset(bytes(range(256))[b : b + 1] for b in range(256)
+                                   if b not in (10, 13))
+#: The room of a decoder whose last feed was not one byte: no piece goes the 1-byte way.
+_NO_ROOM: Final = repeat(_ONE_PLAIN_BYTE, 0)
+#: The most pieces one room allows (a ``repeat`` count is a C ``Py_ssize_t``); a line
+#: that outgrows it is looked at when the room runs out, and given a new one.
+_MAX_ROOM: Final = 2**31 - 1
 #: A ``retry`` value longer than this is ignored: converting it to ``int`` would cost
 #: time quadratic in its length (CPython caps int-from-str at 4300 digits for that reason).
 _MAX_RETRY_DIGITS: Final = 4300
@@ -179,13 +192,13 @@ class SSEDecoder:
     __slots__ = (
         "_at_start",
         "_between_events",
-        "_bytewise",
         "_data",
         "_data_len",
         "_event",
         "_id",
         "_max_event",
         "_max_line",
+        "_room",
         "_skip_lf",
         "_state",
         "_tail",
@@ -246,7 +259,10 @@ class SSEDecoder:
         # second half of CRLF. Only meaningful while the tail is empty.
         self._skip_lf = False
         self._at_start = True  # no line ending seen yet: a BOM may still lead
-        self._bytewise = False  # the last feed was one byte
+        # While the last feed that was not empty was one byte: yields _ONE_PLAIN_BYTE
+        # once for each piece the incomplete line may still take (at most: _tail_limit
+        # says exactly), until feed() looks closer. Exhausted otherwise, and once failed.
+        self._room: Iterator[frozenset[bytes]] = _NO_ROOM
         # No field of an event seen since the last dispatch (the data and event type
         # buffers are empty), no CR pending, past the start: a feed may begin with the
         # common shape, which feed() then reads without going line by line.
@@ -266,37 +282,43 @@ class SSEDecoder:
                 longer than ``max_event_bytes``, or the decoder failed earlier.
             TypeError: *data* is not bytes-like.
         """
-        if self._bytewise:
-            # The last feed was one byte, so this one most likely is too: one lookup
-            # tells that it is one byte and ends no line. (Not tried otherwise: it
-            # hashes the whole piece. A read-only one-byte memoryview matches too, and
-            # is kept as it is.)
-            try:
-                if data in _ONE_PLAIN_BYTE:
-                    tail = self._tail
-                    tail.append(data)
-                    if len(tail) > self._tail_limit:
-                        self._check_tail()
-                    return []
-            except (TypeError, ValueError):  # unhashable: bytearray, writable memoryview
-                pass
+        try:
+            # After a one-byte feed this one most likely is one byte too: one lookup
+            # tells that it is one byte, ends no line and fits in the incomplete line's
+            # room. (Otherwise the room is empty, and `in ()` hashes nothing where the
+            # set would hash the whole piece. A read-only one-byte memoryview matches
+            # too, and is kept as it is.)
+            if data in next(self._room, ()):
+                self._tail.append(data)
+                return []
+        except (TypeError, ValueError):  # unhashable: bytearray, writable memoryview
+            pass
         # Integer membership is a memchr; `b"\n" in data` goes through the buffer protocol
         # and costs several times more for a short piece. (`in` refuses str and int.)
         if 10 not in data and 13 not in data:
             # No line ending: the bytes only extend the incomplete line.
+            tail = self._tail
             if data:
                 # bytes kept as they are; anything else copied, so that no reference
                 # to a caller's buffer stays.
-                self._tail.append(data if type(data) is bytes else bytes(memoryview(data)))
+                tail.append(data if type(data) is bytes else bytes(memoryview(data)))
                 self._tail_limit -= len(data) - 1
-                self._bytewise = len(data) == 1
-            if len(self._tail) > self._tail_limit:
+            if len(tail) > self._tail_limit:
                 self._check_tail()
+            if len(data) == 1:
+                self._room = repeat(_ONE_PLAIN_BYTE,
+                                    min(self._tail_limit - len(tail), _MAX_ROOM))
+            elif data:
+                self._room = _NO_ROOM
             return []
-        self._bytewise = len(data) == 1
         if type(data) is not bytes:
             # Through memoryview: bytes(5) would be five NULs, bytes([10]) a line ending.
             data = bytes(memoryview(data))
+        if len(data) == 1:
+            # A lone CR or LF, the other half of 1-byte feeding. It leaves the room as
+            # it is: what is left of the line's room is no more than a new line has.
+            return self._line_by_line(data)
+        self._room = _NO_ROOM
         if self._between_events:
             # The common shape of an LLM stream: blocks of one "data: value" line and a
             # blank line each. `head` is the incomplete line held back plus this feed up
@@ -403,9 +425,9 @@ class SSEDecoder:
                 line = b"".join(tail)
                 self._tail = []
                 self._tail_limit = self._max_line
+                self._interpret([line], out)
             else:
-                line = b""
-            self._interpret([line], out)
+                self._dispatch(out)  # a blank line
             self._between_events = not self._data and not self._event
             return out
         end = data.rfind(10)
@@ -553,6 +575,7 @@ class SSEDecoder:
         self._state = DecoderState.ERROR
         self._tail = []  # what was held is of no use any more
         self._tail_limit = -1
+        self._room = _NO_ROOM
         self._data = []
         raise ProtocolError(message)
 

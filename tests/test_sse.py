@@ -796,6 +796,28 @@ class TestLineLimit:
         decoder = SSEDecoder(max_line_bytes=8, max_event_bytes=1000)
         assert decoder.feed(stream) == [ev("\n".join(["x"] * 50))]
 
+    @pytest.mark.parametrize("eol", [b"\n", b"\r\n", b"\r"])
+    @pytest.mark.parametrize("ends_a_line", [False, True])
+    def test_one_byte_feeds_raise_at_the_first_byte_over_the_limit_on_every_line(
+        self, eol: bytes, ends_a_line: bool,
+    ) -> None:
+        # Lines at the limit, fed a byte at a time after lines (short or not), then a
+        # piece of several bytes (ending a short line or not) and bytes one at a time up
+        # to the limit; then one byte too many.
+        decoder = SSEDecoder(max_line_bytes=8)
+        for line in (b"data: ab", b":", b": 345678", b":"):
+            for byte in bytewise(line + eol):
+                decoder.feed(byte)
+        decoder.feed((b":" + eol if ends_a_line else b"") + b"data")
+        for byte in bytewise(b": ef"):
+            decoder.feed(byte)
+        with pytest.raises(ProtocolError, match="max_line_bytes"):
+            decoder.feed(b"g")
+
+    def test_a_limit_beyond_any_count_of_pieces_is_taken_one_byte_at_a_time(self) -> None:
+        stream = b"data: x\n\n" * 3
+        assert decode(bytewise(stream), max_line_bytes=2**70)[0] == [ev("x")] * 3
+
     def test_default_limit_is_16_mib(self) -> None:
         assert DEFAULT_MAX_LINE_BYTES == 16 * 1024 * 1024
         line = b"data: " + b"x" * (DEFAULT_MAX_LINE_BYTES - 6)
