@@ -293,6 +293,10 @@ class SSEDecoder:
                 return []
         except (TypeError, ValueError):  # unhashable: bytearray, writable memoryview
             pass
+        if type(data) not in (bytes, bytearray):
+            # Any other buffer as its bytes (kept or searched below, it is copied anyway):
+            # a memoryview or an array of wider items counts and compares items.
+            data = bytes(memoryview(data))
         # Integer membership is a memchr; `b"\n" in data` goes through the buffer protocol
         # and costs several times more for a short piece. (`in` refuses str and int.)
         if 10 not in data and 13 not in data:

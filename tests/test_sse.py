@@ -930,6 +930,23 @@ class TestInputTypes:
         out = decoder.feed(bytearray(b"data: a\n")) + decoder.feed(memoryview(b"xx\n\n")[2:])
         assert out == [ev("a")]
 
+    def test_a_buffer_of_wider_items_is_read_as_its_bytes(self) -> None:
+        # A memoryview or array of 4-byte items has a len() and an `in` of items: the
+        # decoder must see the bytes, line endings and limits included.
+        import array
+
+        wide = memoryview(b"data: x\n\n\n\n\n").cast("I")
+        assert len(wide) == 3
+        assert SSEDecoder().feed(wide) == [ev("x")]
+        assert SSEDecoder().feed(array.array("I", b"data: yz\n\n\n\n")) == [ev("yz")]
+        decoder = SSEDecoder()
+        assert decoder.feed(memoryview(b"data: a\n").cast("H")) == []
+        assert decoder.feed(memoryview(b"\n\n").cast("H")) == [ev("a")]
+        with pytest.raises(ProtocolError, match="max_line_bytes"):
+            SSEDecoder(max_line_bytes=4).feed(memoryview(b"abcdefgh").cast("I"))
+        with pytest.raises(ProtocolError, match="max_line_bytes"):
+            list(SSEDecoder(max_line_bytes=4).events([memoryview(b"abcdefgh").cast("I")]))
+
     def test_the_decoder_keeps_no_reference_to_a_callers_buffer(self) -> None:
         buffer = bytearray(b"data: ab")
         decoder = SSEDecoder()
