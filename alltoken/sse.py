@@ -92,7 +92,8 @@ _BOM: Final = b"\xef\xbb\xbf"
 #: Made by slicing: CPython hands out one cached object per value for a one-byte slice
 #: of a ``bytes``, so a piece cut off a larger ``bytes`` is the very object in the set,
 #: and the lookup needs no comparison of bytes.
-_ONE_PLAIN_BYTE: Final = frozenset(bytes(range(256))[b : b + 1] for b in range(256)
+_EVERY_BYTE: Final = bytes(range(256))
+_ONE_PLAIN_BYTE: Final = frozenset(_EVERY_BYTE[b : b + 1] for b in range(256)
                                    if b not in (10, 13))
 #: The room of a decoder whose last feed was not one byte: no piece goes the 1-byte way.
 _NO_ROOM: Final = repeat(_ONE_PLAIN_BYTE, 0)
@@ -110,8 +111,10 @@ _MAX_DATA_PIECES: Final = 64
 # Slotted, with a hand-written __init__: it builds an event faster than the generated
 # __init__ of a plain dataclass, and an event is built for every chunk of a stream
 # (benchmarks/bench_sse.py). Not frozen: a frozen dataclass's __init__ goes through
-# object.__setattr__, several times slower.
-@dataclass(init=False)
+# object.__setattr__, several times slower. __repr__ and __eq__ are the ones
+# dataclass(repr=True, eq=True) would generate, written out: generating each costs a
+# compile() when alltoken is imported.
+@dataclass(init=False, repr=False, eq=False)
 class ServerSentEvent:
     """One dispatched event.
 
@@ -132,8 +135,19 @@ class ServerSentEvent:
         self.event = event
         self.id = id
 
+    def __repr__(self) -> str:
+        return (f"{type(self).__qualname__}(data={self.data!r}, event={self.event!r}, "
+                f"id={self.id!r})")
 
-@dataclass(init=False)
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return (self.data, self.event, self.id) == (other.data, other.event, other.id)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
+
+
+@dataclass(init=False, repr=False, eq=False)  # written out, as ServerSentEvent's
 class Comment:
     """A comment line (``:`` first), with one leading space of its text removed.
 
@@ -146,6 +160,16 @@ class Comment:
 
     def __init__(self, text: str) -> None:
         self.text = text
+
+    def __repr__(self) -> str:
+        return f"{type(self).__qualname__}(text={self.text!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self.text == other.text
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
 
 
 #: What ``feed``, ``end`` and ``events`` return: an event or a comment. A runtime alias, so

@@ -924,6 +924,35 @@ class TestConstructor:
             DecoderState.OPEN, "", None)
 
 
+class TestItemsAreDataclasses:
+    """The items' __init__, __repr__ and __eq__ are written out (generating them costs a
+    compile() each at import); they behave as dataclass would generate them."""
+
+    @pytest.mark.parametrize("cls, values", [
+        (ServerSentEvent, [("a",), ("a", "message"), ("a", "message", ""), ("a", "x", "7"),
+                           ("b", "x", "7"), ("", "m", "\n"), ("a", "x", "8")]),
+        (Comment, [("a",), ("",), ("b",), ("a'\"",)]),
+    ])
+    def test_as_generated(self, cls: Any, values: list[tuple[str, ...]]) -> None:
+        import dataclasses
+
+        assert dataclasses.is_dataclass(cls)
+        names = [f.name for f in dataclasses.fields(cls)]
+        ref_cls = dataclasses.make_dataclass(cls.__name__, names)
+        full = [cls(*v) for v in values]
+        ours = [cls(*v) for v in values]
+        refs = [ref_cls(*[getattr(o, n) for n in names]) for o in full]
+        assert [repr(o) for o in ours] == [repr(r) for r in refs]
+        assert [[a == b for b in ours] for a in ours] == [[a == b for b in refs] for a in refs]
+        assert [[a != b for b in ours] for a in ours] == [[a != b for b in refs] for a in refs]
+        assert ours[0].__eq__(refs[0]) is NotImplemented and ours[0] != refs[0]
+        for o in (ours[0], refs[0]):
+            with pytest.raises(TypeError, match="unhashable"):
+                hash(o)
+        assert dataclasses.astuple(ours[-1]) == dataclasses.astuple(refs[-1])
+        assert dataclasses.replace(ours[0], **{names[0]: "z"}) == cls("z", *values[0][1:])
+
+
 class TestInputTypes:
     def test_feed_accepts_bytearray_and_memoryview(self) -> None:
         decoder = SSEDecoder()
