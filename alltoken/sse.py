@@ -317,19 +317,18 @@ class SSEDecoder:
                 return []
         except (TypeError, ValueError):  # unhashable: bytearray, writable memoryview
             pass
-        if type(data) not in (bytes, bytearray):
-            # Any other buffer as its bytes (kept or searched below, it is copied anyway):
-            # a memoryview or an array of wider items counts and compares items.
+        if type(data) is not bytes:
+            # Anything else as a copy of its bytes, through memoryview: no reference to a
+            # caller's buffer stays, a memoryview or array of wider items would count and
+            # compare items, and bytes(5) would be five NULs, bytes([10]) a line ending.
             data = bytes(memoryview(data))
         # Integer membership is a memchr; `b"\n" in data` goes through the buffer protocol
-        # and costs several times more for a short piece. (`in` refuses str and int.)
+        # and costs several times more for a short piece.
         if 10 not in data and 13 not in data:
             # No line ending: the bytes only extend the incomplete line.
             tail = self._tail
             if data:
-                # bytes kept as they are; anything else copied, so that no reference
-                # to a caller's buffer stays.
-                tail.append(data if type(data) is bytes else bytes(memoryview(data)))
+                tail.append(data)
                 self._tail_limit -= len(data) - 1
             if len(tail) > self._tail_limit:
                 self._check_tail()
@@ -339,9 +338,6 @@ class SSEDecoder:
             elif data:
                 self._room = _NO_ROOM
             return []
-        if type(data) is not bytes:
-            # Through memoryview: bytes(5) would be five NULs, bytes([10]) a line ending.
-            data = bytes(memoryview(data))
         if len(data) == 1:
             # A lone CR or LF, the other half of 1-byte feeding. It leaves the room as
             # it is: what is left of the line's room is no more than a new line has.
@@ -382,7 +378,9 @@ class SSEDecoder:
                         # character, and no value needs a decode call of its own.
                         values = head.decode().split(text_between)
                         joined = "".join(values)
-                        plain = "\n" not in joined and "\r" not in joined
+                        # (No CR can hide in a value when the feed had none: the held
+                        # line has no line ending.)
+                        plain = "\n" not in joined and (eols == 2 or "\r" not in joined)
                     else:
                         # Values decoded one by one: decoding the run at once would
                         # widen all of it to 4 bytes a character for one emoji.
