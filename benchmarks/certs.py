@@ -2,9 +2,10 @@
 ``run.py``'s end-to-end part: made at run time into a directory the caller owns (a
 temporary one), never kept.
 
-Made with the ``openssl`` command, as ``tests/conftest.py``'s ``certs`` fixture makes
-them; without it, with the ``trustme`` package if it imports; without either, not at all
-(:func:`make` says why). The standard library cannot make certificates.
+Made with the ``openssl`` command (:func:`with_openssl`, which ``tests/conftest.py``'s
+``certs`` fixture calls too); without it, with the ``trustme`` package if it imports;
+without either, not at all (:func:`make` says why). The standard library cannot make
+certificates.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import subprocess
 from pathlib import Path
 from typing import NamedTuple, Optional, Union
 
-__all__ = ["Certs", "make"]
+__all__ = ["Certs", "make", "with_openssl"]
 
 
 class Certs(NamedTuple):
@@ -32,12 +33,18 @@ _LEAF_EXT = ("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
              "authorityKeyIdentifier=keyid\nsubjectKeyIdentifier=hash\n")
 
 
-def _openssl(d: Path) -> Certs:
+def with_openssl(d: Path) -> Certs:
+    """Make the CA and the certificate in *d* with the ``openssl`` command.
+
+    Raises:
+        OSError, subprocess.CalledProcessError: the command is missing or failed.
+    """
+
     def run(*args: str) -> None:
         subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
 
     run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
-        "ca.pem", "-days", "2", "-subj", "/CN=alltoken benchmark CA", "-addext",
+        "ca.pem", "-days", "2", "-subj", "/CN=alltoken throwaway CA", "-addext",
         "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
     run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "leaf.key", "-out", "leaf.csr",
         "-subj", "/CN=127.0.0.1")
@@ -66,7 +73,7 @@ def make(directory: Union[str, Path]) -> tuple[Optional[Certs], str]:
     why = []
     if shutil.which("openssl") is not None:
         try:
-            return _openssl(d), ""
+            return with_openssl(d), ""
         except (OSError, subprocess.CalledProcessError) as exc:
             err = getattr(exc, "stderr", b"") or b""
             last = err.decode(errors="replace").strip().splitlines()[-1:] or [str(exc)]

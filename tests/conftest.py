@@ -9,14 +9,14 @@ on 2 cores.
 from __future__ import annotations
 
 import gc
+import importlib.util
 import os
 import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -125,6 +125,16 @@ def wait_closed(server: t.LocalServer, timeout: float = 5.0) -> None:
     assert server.open_connections == 0
 
 
+def _certs_module() -> Any:
+    """``benchmarks/certs.py``, loaded by its path (``benchmarks`` is no package)."""
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "certs.py"
+    spec = importlib.util.spec_from_file_location("_alltoken_benchmark_certs", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="session")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A throwaway CA (``ca.pem``) and a certificate for 127.0.0.1 signed by it
@@ -132,21 +142,7 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if shutil.which("openssl") is None:
         pytest.skip("needs the openssl command")
     d = tmp_path_factory.mktemp("certs")
-
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
-
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
-        "ca.pem", "-days", "2", "-subj", "/CN=alltoken test CA", "-addext",
-        "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "leaf.key", "-out", "leaf.csr",
-        "-subj", "/CN=127.0.0.1")
-    (d / "leaf.ext").write_text(
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
-        "keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
-        "authorityKeyIdentifier=keyid\nsubjectKeyIdentifier=hash\n")
-    run("x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-        "-CAcreateserial", "-out", "leaf.pem", "-days", "2", "-extfile", "leaf.ext")
+    _certs_module().with_openssl(d)  # the one recipe, shared with the benchmarks
     return d
 
 
