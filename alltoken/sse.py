@@ -31,13 +31,15 @@ the slow part of every pure-Python SSE parser.
   the decoder's state and the bytes, never on how they were split:
 
   - **The common shape**, tried only *between events* (no field of an event seen since
-    the last dispatch, no CR pending, past the start of the stream): the incomplete
-    line plus the feed up to its last blank line is a run of blocks of one
-    ``data: value`` line and a blank line each -- an LLM stream's ``data: {json}``
-    chunks. The run is cut into values at each separator plus ``data: ``, and it has
-    that shape exactly when it starts with ``data: `` and no value holds a CR or LF.
-    Its events are built with one ``map``; what follows the last blank line is an
-    incomplete line, or goes the other path.
+    the last dispatch, no CR pending, past the start of the stream) on a feed of more
+    than one byte with an LF: the incomplete line plus the feed is a run of blocks of
+    one ``data: value`` line and a blank line each -- an LLM stream's ``data: {json}``
+    chunks -- that ends with one more such line, still incomplete, or with a blank
+    line. It is cut once, at each separator plus ``data: ``; it has that shape exactly
+    when it starts with ``data: ``, no value but the last holds a CR or LF, and the
+    last holds none or only the separator it ends with. The values are decoded with
+    one ``map`` and the events built with another. An incomplete last line is held as
+    two pieces, ``data: `` and its value, so that the next feed joins the value alone.
   - **Line by line**, for everything else: the complete lines are joined with the
     incomplete line, normalised (CRLF and CR become LF), split, and interpreted one by
     one by the rules quoted from the spec next to the code
@@ -87,6 +89,8 @@ __all__ = [
 DEFAULT_MAX_LINE_BYTES: Final = 16 * 1024 * 1024
 
 _BOM: Final = b"\xef\xbb\xbf"
+#: The first piece of an incomplete ``data: `` line held back by the common shape.
+_DATA_FIELD: Final = b"data: "
 #: Every one-byte ``bytes`` but CR and LF. One hashed lookup (a one-byte ``bytes``
 #: caches its hash) tells feed() both that a piece is one byte and that it ends no line.
 #: Made by slicing: CPython hands out one cached object per value for a one-byte slice
@@ -322,6 +326,81 @@ class SSEDecoder:
             # caller's buffer stays, a memoryview or array of wider items would count and
             # compare items, and bytes(5) would be five NULs, bytes([10]) a line ending.
             data = bytes(memoryview(data))
+        if self._between_events and 10 in data and len(data) > 1:
+            # The common shape of an LLM stream: blocks of one "data: value" line and a
+            # blank line each. `held` is the incomplete line held back plus this feed,
+            # its leading "data: " cut off, then cut at each separator plus "data: ":
+            # the pieces before the last are values; the last is the value of a line
+            # still incomplete (held back, as "data: " and itself), or, when it ends
+            # with a separator and holds no other line ending, the value of the feed's
+            # last block. `held` has that shape exactly when it starts with "data: "
+            # and no value holds a CR or LF -- a CR or LF in one is a block of more
+            # than one line. For such a block the spec's steps reduce to: data buffer =
+            # value + LF; dispatch strips the LF; the type is "message" (the type buffer
+            # is empty between events); the id is the id buffer. Anything else is read
+            # line by line, from the same state: nothing has changed yet. (Between
+            # events is false once the decoder has failed. The incomplete line holds no
+            # line ending, so the feed alone tells whether `held` has a CR.)
+            tail = self._tail
+            # Every line is within the limit when all of `held` is; said before the
+            # join, which would copy up to max_line_bytes. (The tail's limit less its
+            # pieces is the room left.) `start`: where the first value starts.
+            start = 6
+            if len(data) + len(tail) > self._tail_limit:
+                held = None
+            elif len(tail) == 2 and tail[0] is _DATA_FIELD:
+                # The line this path held back: its "data: " is not joined again.
+                held = tail[1] + data
+                start = 0
+            elif tail:
+                tail.append(data)
+                held = b"".join(tail)
+                del tail[-1]
+            else:
+                held = data
+            if held is not None and (start == 0 or held[:6] == b"data: "):
+                # Cut off: the "data: " that starts `held`, and the separator that ends
+                # it when the feed ends with a block; else the last piece is the value
+                # of the line held back. (A slice of all of a bytes is no copy.)
+                if 13 in data:
+                    if held[-1] == 10 and held[-4:] == b"\r\n\r\n":
+                        pieces = held[start:-4].split(b"\r\n\r\ndata: ")
+                        held = None
+                    else:
+                        pieces = held[start:].split(b"\r\n\r\ndata: ")
+                    joined = b"".join(pieces)
+                    plain = 13 not in joined and 10 not in joined
+                else:
+                    if held[-1] == 10 == held[-2]:
+                        pieces = held[start:-2].split(b"\n\ndata: ")
+                        held = None
+                    else:
+                        pieces = held[start:].split(b"\n\ndata: ")
+                    plain = 10 not in b"".join(pieces)
+                if plain:
+                    self._room = _NO_ROOM
+                    if held is not None:
+                        # Held as two pieces: no copy of the line. The limit: the two
+                        # pieces, plus what the line may still take after its six
+                        # bytes of "data: " and the value's.
+                        held = pieces.pop()
+                        self._tail = [_DATA_FIELD, held]
+                        self._tail_limit = self._max_line - len(held) - 4
+                    elif tail:
+                        self._tail = []
+                        self._tail_limit = self._max_line
+                    # "Set the last event ID string ... to the last event ID buffer."
+                    last_id = self.last_event_id = self._id
+                    try:
+                        # Each value decoded on its own: decoding them at once would
+                        # widen all of them to 4 bytes a character for one emoji.
+                        if last_id:
+                            return list(map(ServerSentEvent, map(bytes.decode, pieces),
+                                            repeat("message"), repeat(last_id)))
+                        return list(map(ServerSentEvent, map(bytes.decode, pieces)))
+                    except UnicodeDecodeError:
+                        return [ServerSentEvent(p.decode("utf-8", "replace"), "message",
+                                                last_id) for p in pieces]
         # Integer membership is a memchr; `b"\n" in data` goes through the buffer protocol
         # and costs several times more for a short piece.
         if 10 not in data and 13 not in data:
@@ -343,77 +422,6 @@ class SSEDecoder:
             # it is: what is left of the line's room is no more than a new line has.
             return self._line_by_line(data)
         self._room = _NO_ROOM
-        if self._between_events:
-            # The common shape of an LLM stream: blocks of one "data: value" line and a
-            # blank line each. `head` is the incomplete line held back plus this feed up
-            # to its last blank line. It has that shape exactly when it starts with
-            # "data: " and no value holds a CR or LF once it is cut at each separator
-            # plus "data: "; it then needs no line-by-line reading, since for such a
-            # block the spec's steps reduce to: data buffer = value + LF; dispatch strips
-            # the LF; the type is "message" (the type buffer is empty between events);
-            # the id is the id buffer. Anything else is read line by line, from the same
-            # state: nothing has changed yet.
-            # `end`: where the last blank line's line endings start; `between`: what
-            # separates two blocks' values (the line endings, and "data: ").
-            if 13 in data:
-                end = data.rfind(b"\r\n\r\n")
-                eols, between, text_between = 4, b"\r\n\r\ndata: ", "\r\n\r\ndata: "
-            else:
-                end = data.rfind(b"\n\n")
-                eols, between, text_between = 2, b"\n\ndata: ", "\n\ndata: "
-            tail = self._tail
-            # Every line of head is within the limit when all of head is (the tail's
-            # limit less its pieces is the room left); a failed decoder's limit (-1)
-            # sends every feed to _line_by_line, which raises.
-            if 0 <= end and end + len(tail) <= self._tail_limit:
-                if tail:
-                    tail.append(data[:end])
-                    head = b"".join(tail)
-                    del tail[-1]
-                else:
-                    head = data[:end]
-                if head[:6] == b"data: ":
-                    if head.isascii():
-                        # One decode and a str split: an ASCII run stays one byte a
-                        # character, and no value needs a decode call of its own.
-                        values = head.decode().split(text_between)
-                        joined = "".join(values)
-                        # (No CR can hide in a value when the feed had none: the held
-                        # line has no line ending.)
-                        plain = "\n" not in joined and (eols == 2 or "\r" not in joined)
-                    else:
-                        # Values decoded one by one: decoding the run at once would
-                        # widen all of it to 4 bytes a character for one emoji.
-                        pieces = head.split(between)
-                        raw = b"".join(pieces)
-                        plain = 10 not in raw and 13 not in raw
-                        if plain:
-                            values = [p.decode("utf-8", "replace") for p in pieces]
-                    if plain:
-                        values[0] = values[0][6:]
-                        # "Set the last event ID string ... to the last event ID buffer."
-                        last_id = self.last_event_id = self._id
-                        out: list[Item]
-                        if last_id:
-                            out = list(map(ServerSentEvent, values, repeat("message"),
-                                           repeat(last_id)))
-                        else:
-                            out = list(map(ServerSentEvent, values))
-                        data = data[end + eols :]
-                        if 10 in data or 13 in data:
-                            # Complete lines follow the last blank line.
-                            self._tail = []
-                            self._tail_limit = self._max_line
-                            return out + self._line_by_line(data)
-                        if data:
-                            self._tail = [data]
-                            self._tail_limit = self._max_line - len(data) + 1
-                            if self._tail_limit < 1:
-                                self._check_tail()
-                        else:
-                            self._tail = []
-                            self._tail_limit = self._max_line
-                        return out
         return self._line_by_line(data)
 
     def _check_tail(self) -> None:
@@ -602,6 +610,7 @@ class SSEDecoder:
         self._tail = []  # what was held is of no use any more
         self._tail_limit = -1
         self._room = _NO_ROOM
+        self._between_events = False
         self._data = []
         raise ProtocolError(message)
 

@@ -1157,6 +1157,76 @@ class TestFastPathShape:
         assert outcome([first, stream, b"y"], **kw) == reference(
             first + stream + b"y", max_line_bytes=line)
 
+    @pytest.mark.parametrize("stream, expected", [
+        (b"data: a\nb\n\ndata: c\n\n", [ev("a"), ev("c")]),
+        (b"data: a\n\ndata: b\ndata: c\n\n", [ev("a"), ev("b\nc")]),
+        (b"data: a\n\ndata: b\n\n\n", [ev("a"), ev("b")]),
+        (b"data: a\r\nb\r\n\r\ndata: c\r\n\r\n", [ev("a"), ev("c")]),
+        (b"data: a\rb\r\n\r\ndata: c\r\n\r\n", [ev("a"), ev("c")]),
+        (b"data: a\nb\r\n\r\ndata: c\r\n\r\n", [ev("a"), ev("c")]),
+        (b"data: a\r\n\r\ndata: b\rdata: c\r\n\r\n", [ev("a"), ev("b\nc")]),
+        (b"data: a\r\n\r\ndata: b\r\n\n", [ev("a"), ev("b")]),
+        (b"data: a\r\n\r\ndata: b\r\r\n\r\n", [ev("a"), ev("b")]),
+        (b"data: a\r\n\r\ndata: b\nc\r\n\r\n", [ev("a"), ev("b")]),
+    ], ids=repr)
+    def test_a_block_of_more_than_one_line_is_read_as_lines(
+        self, stream: bytes, expected: list[Item],
+    ) -> None:
+        # Each block looks like the common shape until its line endings are counted.
+        d = SSEDecoder()
+        d.feed(b"data: 0\n\n")
+        assert d.feed(stream) == expected
+        assert reference(b"data: 0\n\n" + stream)[0][1:] == expected
+
+    @pytest.mark.parametrize("eol", [b"\n", b"\r\n"])
+    @pytest.mark.parametrize("one_byte", [True, False], ids=["one byte a feed", "one feed"])
+    def test_a_data_line_held_back_raises_at_its_first_byte_over_the_limit(
+        self, eol: bytes, one_byte: bool,
+    ) -> None:
+        # The fast path holds an incomplete "data: " line back in pieces of its own; the
+        # line is measured exactly as any other. (It takes a feed no longer than the
+        # limit.)
+        limit = 40
+        d = SSEDecoder(max_line_bytes=limit)
+        d.feed(b"data: 0" + eol + eol)
+        line = b"data: xxxx"
+        assert d.feed(b"data: 1" + eol + eol + line) == [ev("1")]
+        rest = b"y" * (limit - len(line))
+        for piece in bytewise(rest) if one_byte else [rest]:
+            assert d.feed(piece) == []
+        with pytest.raises(ProtocolError, match="max_line_bytes"):
+            d.feed(b"z")
+
+    @pytest.mark.parametrize("eol", [b"\n", b"\r\n"])
+    def test_the_line_after_a_held_back_one_has_the_whole_limit(self, eol: bytes) -> None:
+        limit = 40
+        d = SSEDecoder(max_line_bytes=limit)
+        d.feed(b"data: 0" + eol + eol)
+        assert d.feed(b"data: 1" + eol + eol + b"data: " + b"x" * 10) == [ev("1")]
+        assert d.feed(b"x" + eol + eol) == [ev("x" * 11)]
+        line = b"data: " + b"y" * (limit - 6)
+        assert d.feed(line[:2]) == []
+        assert d.feed(line[2:] + eol + eol) == [ev("y" * (limit - 6))]
+
+    @pytest.mark.parametrize("eol", [b"\n", b"\r\n"])
+    def test_a_data_line_held_back_is_the_unterminated_line_at_end(self, eol: bytes) -> None:
+        d = SSEDecoder()
+        d.feed(b"data: 0" + eol + eol)
+        assert d.feed(b"data: 1" + eol + eol + b"data: par") == [ev("1")]
+        assert d.end() == []
+        assert d.unterminated_line == "data: par"
+
+    @pytest.mark.parametrize("eol", [b"\n", b"\r\n"])
+    def test_a_data_line_held_back_goes_on_as_any_line(self, eol: bytes) -> None:
+        # Continued by what is not the common shape: a second data line, an id, a type.
+        d = SSEDecoder()
+        d.feed(b"data: 0" + eol + eol)
+        assert d.feed(b"data: 1" + eol + eol + b"data: par") == [ev("1")]
+        assert d.feed(b"t" + eol + b"data: more" + eol + b"id: 7" + eol + eol) == [
+            ev("part\nmore", id="7")]
+        assert d.feed(b"data: a" + eol + eol + b"data: b") == [ev("a", id="7")]
+        assert d.feed(b"c" + eol + eol) == [ev("bc", id="7")]
+
 
 #: Streams shaped like benchmarks/corpus.py's large events: ``event:`` and ``id:`` lines,
 #: then many ``data:`` lines of text (some non-ASCII, some long), then a blank line; LF or
