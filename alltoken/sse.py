@@ -399,8 +399,11 @@ class SSEDecoder:
                                             repeat("message"), repeat(last_id)))
                         return list(map(ServerSentEvent, map(bytes.decode, pieces)))
                     except UnicodeDecodeError:
-                        return [ServerSentEvent(p.decode("utf-8", "replace"), "message",
-                                                last_id) for p in pieces]
+                        # (A comprehension that read last_id would make it a cell, made
+                        # on every call of feed().)
+                        return list(map(ServerSentEvent,
+                                        [p.decode("utf-8", "replace") for p in pieces],
+                                        repeat("message"), repeat(last_id)))
         # Integer membership is a memchr; `b"\n" in data` goes through the buffer protocol
         # and costs several times more for a short piece.
         if 10 not in data and 13 not in data:
