@@ -360,14 +360,15 @@ class SSEDecoder:
                 held = data
             if held is not None and (start == 0 or held[:6] == b"data: "):
                 # Cut off: the "data: " that starts `held`, and the separator that ends
-                # it when the feed ends with a block; else the last piece is the value
-                # of the line held back. (A slice of all of a bytes is no copy.)
+                # it when the feed ends with a block; else the last piece, after the
+                # last separator, is taken off. (A slice of all of a bytes is no copy.)
                 if 13 in data:
                     if held[-1] == 10 and held[-4:] == b"\r\n\r\n":
                         pieces = held[start:-4].split(b"\r\n\r\ndata: ")
                         held = None
                     else:
                         pieces = held[start:].split(b"\r\n\r\ndata: ")
+                        held = pieces.pop()
                     joined = b"".join(pieces)
                     plain = 13 not in joined and 10 not in joined
                 else:
@@ -376,34 +377,50 @@ class SSEDecoder:
                         held = None
                     else:
                         pieces = held[start:].split(b"\n\ndata: ")
+                        held = pieces.pop()
                     plain = 10 not in b"".join(pieces)
                 if plain:
                     self._room = _NO_ROOM
-                    if held is not None:
-                        # Held as two pieces: no copy of the line. The limit: the two
-                        # pieces, plus what the line may still take after its six
-                        # bytes of "data: " and the value's.
-                        held = pieces.pop()
+                    rest = None
+                    if held is None:
+                        if tail:
+                            self._tail = []
+                            self._tail_limit = self._max_line
+                    elif 10 in held or 13 in held:
+                        # The last piece is more than the value of an incomplete line
+                        # (a line ending cuts the separator, or other lines follow):
+                        # read line by line, after the events.
+                        rest = _DATA_FIELD + held
+                        if tail:
+                            self._tail = []
+                            self._tail_limit = self._max_line
+                    else:
+                        # The value of the line still incomplete, held as two pieces:
+                        # no copy of the line. The limit: the two pieces, plus what the
+                        # line may still take after its six bytes of "data: " and the
+                        # value's.
                         self._tail = [_DATA_FIELD, held]
                         self._tail_limit = self._max_line - len(held) - 4
-                    elif tail:
-                        self._tail = []
-                        self._tail_limit = self._max_line
                     # "Set the last event ID string ... to the last event ID buffer."
                     last_id = self.last_event_id = self._id
+                    out: list[Item]
                     try:
                         # Each value decoded on its own: decoding them at once would
                         # widen all of them to 4 bytes a character for one emoji.
                         if last_id:
-                            return list(map(ServerSentEvent, map(bytes.decode, pieces),
-                                            repeat("message"), repeat(last_id)))
-                        return list(map(ServerSentEvent, map(bytes.decode, pieces)))
+                            out = list(map(ServerSentEvent, map(bytes.decode, pieces),
+                                           repeat("message"), repeat(last_id)))
+                        else:
+                            out = list(map(ServerSentEvent, map(bytes.decode, pieces)))
                     except UnicodeDecodeError:
                         # (A comprehension that read last_id would make it a cell, made
                         # on every call of feed().)
-                        return list(map(ServerSentEvent,
-                                        [p.decode("utf-8", "replace") for p in pieces],
-                                        repeat("message"), repeat(last_id)))
+                        out = list(map(ServerSentEvent,
+                                       [p.decode("utf-8", "replace") for p in pieces],
+                                       repeat("message"), repeat(last_id)))
+                    if rest is None:
+                        return out
+                    return out + self._line_by_line(rest)
         # Integer membership is a memchr; `b"\n" in data` goes through the buffer protocol
         # and costs several times more for a short piece.
         if 10 not in data and 13 not in data:

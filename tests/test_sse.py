@@ -1197,6 +1197,15 @@ class TestFastPathShape:
         with pytest.raises(ProtocolError, match="max_line_bytes"):
             d.feed(b"z")
 
+    def test_a_cr_that_ends_a_feed_ends_the_data_line_at_once(self) -> None:
+        # The last piece of a feed of blocks is held back only when it holds no line
+        # ending: here the CR ends the line "data: v", and the next feed, with LF
+        # endings, must not join the two.
+        stream = [b"data: 0\r\n\r\n", b"data: a\r\n\r\ndata: v\r", b"x\n\n"]
+        d = SSEDecoder()
+        assert [d.feed(piece) for piece in stream] == [[ev("0")], [ev("a")], [ev("v")]]
+        assert reference(b"".join(stream))[0] == [ev("0"), ev("a"), ev("v")]
+
     @pytest.mark.parametrize("eol", [b"\n", b"\r\n"])
     def test_the_line_after_a_held_back_one_has_the_whole_limit(self, eol: bytes) -> None:
         limit = 40
