@@ -32,14 +32,17 @@ the slow part of every pure-Python SSE parser.
 
   - **The common shape**, tried only *between events* (no field of an event seen since
     the last dispatch, no CR pending, past the start of the stream) on a feed of more
-    than one byte with an LF: the incomplete line plus the feed is a run of blocks of
-    one ``data: value`` line and a blank line each -- an LLM stream's ``data: {json}``
-    chunks -- that ends with one more such line, still incomplete, or with a blank
-    line. It is cut once, at each separator plus ``data: ``; it has that shape exactly
-    when it starts with ``data: ``, no value but the last holds a CR or LF, and the
-    last holds none or only the separator it ends with. The values are decoded with
-    one ``map`` and the events built with another. An incomplete last line is held as
-    two pieces, ``data: `` and its value, so that the next feed joins the value alone.
+    than one byte with an LF: the incomplete line plus the feed starts with a run of
+    blocks of one ``data: value`` line and a blank line each -- an LLM stream's
+    ``data: {json}`` chunks. It is cut once, at each separator plus ``data: ``, and
+    the separator that ends it, if it does, cut off first; it has that shape when it
+    starts with ``data: `` and no value holds a CR or LF (the values: every piece when
+    it ended with a separator, else every piece but the last). The values are decoded
+    with one ``map`` and the events built with another. Else the last piece is the
+    value of one more ``data:`` line, still incomplete, when it holds no line ending:
+    it is held as two pieces, ``data: `` and the value, so that the next feed joins
+    the value alone. Otherwise (a separator cut by the end of the feed, or lines of
+    another kind after the last block) that piece alone is read line by line.
   - **Line by line**, for everything else: the complete lines are joined with the
     incomplete line, normalised (CRLF and CR become LF), split, and interpreted one by
     one by the rules quoted from the spec next to the code
@@ -330,17 +333,18 @@ class SSEDecoder:
             # The common shape of an LLM stream: blocks of one "data: value" line and a
             # blank line each. `held` is the incomplete line held back plus this feed,
             # its leading "data: " cut off, then cut at each separator plus "data: ":
-            # the pieces before the last are values; the last is the value of a line
-            # still incomplete (held back, as "data: " and itself), or, when it ends
-            # with a separator and holds no other line ending, the value of the feed's
-            # last block. `held` has that shape exactly when it starts with "data: "
-            # and no value holds a CR or LF -- a CR or LF in one is a block of more
-            # than one line. For such a block the spec's steps reduce to: data buffer =
-            # value + LF; dispatch strips the LF; the type is "message" (the type buffer
-            # is empty between events); the id is the id buffer. Anything else is read
-            # line by line, from the same state: nothing has changed yet. (Between
-            # events is false once the decoder has failed. The incomplete line holds no
-            # line ending, so the feed alone tells whether `held` has a CR.)
+            # the pieces before the last are values; the last is the value of the
+            # feed's last block when `held` ends with a separator (cut off first), else
+            # the value of a line still incomplete, held back as "data: " and itself --
+            # or, when it holds a line ending, what is read line by line after the
+            # events. `held` has that shape when it starts with "data: " and no value
+            # holds a CR or LF -- a CR or LF in one is a block of more than one line.
+            # For such a block the spec's steps reduce to: data buffer = value + LF;
+            # dispatch strips the LF; the type is "message" (the type buffer is empty
+            # between events); the id is the id buffer. Anything else is read line by
+            # line, from the same state: nothing has changed yet. (Between events is
+            # false once the decoder has failed. The incomplete line holds no line
+            # ending, so the feed alone tells whether `held` has a CR.)
             tail = self._tail
             # Every line is within the limit when all of `held` is; said before the
             # join, which would copy up to max_line_bytes. (The tail's limit less its
