@@ -383,7 +383,9 @@ class SSEDecoder:
                         pieces = held[start:].split(b"\n\ndata: ")
                         held = pieces.pop()
                     plain = 10 not in b"".join(pieces)
-                if plain:
+                # (No values, no dispatch: a feed with no separator but in its last
+                # piece is no common shape.)
+                if plain and pieces:
                     self._room = _NO_ROOM
                     rest = None
                     if held is None:

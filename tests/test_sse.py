@@ -1197,6 +1197,17 @@ class TestFastPathShape:
         with pytest.raises(ProtocolError, match="max_line_bytes"):
             d.feed(b"z")
 
+    def test_a_feed_that_completes_no_block_sets_no_last_event_id(self) -> None:
+        # Found by hypothesis on Python 3.9 (TestPromptness): the fast path set the last
+        # event ID for a feed that dispatched nothing, its one line ending inside the
+        # piece read line by line.
+        d = SSEDecoder()
+        assert d.feed(b"id: x\n") == []
+        assert d.feed(b"data: \ndata: ") == []
+        assert d.last_event_id == ""
+        assert d.feed(b"\n\n") == [ev("\n", id="x")]
+        assert d.last_event_id == "x"
+
     def test_a_cr_that_ends_a_feed_ends_the_data_line_at_once(self) -> None:
         # The last piece of a feed of blocks is held back only when it holds no line
         # ending: here the CR ends the line "data: v", and the next feed, with LF
