@@ -388,15 +388,13 @@ class SSEDecoder:
                 if plain and pieces:
                     self._room = _NO_ROOM
                     rest = None
-                    if held is None:
-                        if tail:
-                            self._tail = []
-                            self._tail_limit = self._max_line
-                    elif 10 in held or 13 in held:
+                    if held is not None and (10 in held or 13 in held):
                         # The last piece is more than the value of an incomplete line
                         # (a line ending cuts the separator, or other lines follow):
                         # read line by line, after the events.
                         rest = _DATA_FIELD + held
+                        held = None
+                    if held is None:
                         if tail:
                             self._tail = []
                             self._tail_limit = self._max_line
